@@ -1,0 +1,181 @@
+"""EMO-Net: MobileNetV2 with a local attention block (ECA) and a feature-fusion branch in every block.
+
+Source: "Lightweight Network with Feature Fusion Branch and Local Attention Block for Facial Expression
+Recognition", code at github.com/xiayu-cell/EMO-Net (2023; the README's paper link is empty, no paper
+text was found). Spec: architectures.md section 3.
+
+Every inverted-residual block of MobileNetV2 (width 1.0) is changed in two ways:
+
+1. *Local attention block*: ECA (adaptive odd kernel, no bias) on the linear projected output.
+2. *Feature-fusion branch*: an auxiliary shortcut on **every** block, identity when stride 1 and
+   in = out channels, else 1x1 conv with the block's stride + BN; the output is
+   ``shortcut_weight * aux + main`` with no activation after the sum.
+
+2,310,738 parameters for 7 classes (MobileNetV2 2,232,839 + auxiliary convs/BN 77,840 + ECA 59).
+
+Deviations / interpretation:
+
+* ``shortcut_weight`` (lambda) defaults to 0.5, the README's RAF-DB setting (0.6 for AffectNet).
+  The released code hard-codes 0.8; that lambda is this coefficient is our inference from the file
+  names ``a_<lambda>``, the checkpoints that would settle it are not public.
+* Parameter names follow torchvision's ``mobilenet_v2`` so its ImageNet weights load directly; timm's
+  ``mobilenetv2_100`` layout is translated. ECA and auxiliary branches start from scratch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+from ._base import IMAGENET_MEAN, IMAGENET_STD, FERModel
+from ._registry import register_model
+from .layers import ECA
+
+__all__ = ["EMONet", "EMOInvertedResidual"]
+
+# MobileNetV2's (expansion t, channels c, repeats n, first stride s) table.
+MOBILENETV2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                        (6, 160, 3, 2), (6, 320, 1, 1)]  # fmt: skip
+
+
+class EMOInvertedResidual(nn.Module):
+    """Inverted residual with ECA on the projection and a weighted auxiliary shortcut.
+
+    ``conv`` holds the main branch with torchvision's layout: [1x1 expand + BN + ReLU6] (t != 1),
+    3x3 depthwise stride s + BN + ReLU6, 1x1 linear projection (no bias), BN.
+    """
+
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, shortcut_weight: float) -> None:
+        super().__init__()
+        hidden = inp * expand_ratio
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(Conv2dNormActivation(inp, hidden, kernel_size=1, activation_layer=nn.ReLU6))
+        layers += [
+            Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden, activation_layer=nn.ReLU6),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.eca = ECA(oup)
+        if stride == 1 and inp == oup:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(nn.Conv2d(inp, oup, 1, stride=stride, bias=False), nn.BatchNorm2d(oup))
+        self.shortcut_weight = shortcut_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut_weight * self.shortcut(x) + self.eca(self.conv(x))
+
+
+class EMONet(FERModel):
+    """EMO-Net (see the module docstring).
+
+    Args:
+        num_classes: number of expression classes.
+        shortcut_weight: lambda in ``lambda * aux + main`` (0.5 RAF-DB, 0.6 AffectNet, 0.8 released code).
+        drop_rate: dropout before the classifier (0.2).
+        in_chans: input channels.
+    """
+
+    paper = "EMO-Net (xiayu-cell/EMO-Net, 2023)"
+    classifier_attr = "classifier.1"
+    deviations = (
+        "shortcut_weight (lambda) defaults to the README's 0.5; the released code hard-codes 0.8",
+    )
+    pretrained_url = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+
+    def __init__(
+        self, num_classes: int = 7, shortcut_weight: float = 0.5, drop_rate: float = 0.2, in_chans: int = 3
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = 1280
+        self.shortcut_weight = shortcut_weight
+        features: list[nn.Module] = [Conv2dNormActivation(in_chans, 32, stride=2, activation_layer=nn.ReLU6)]
+        inp = 32
+        for t, c, n, s in MOBILENETV2_SETTINGS:
+            for i in range(n):
+                features.append(EMOInvertedResidual(inp, c, s if i == 0 else 1, t, shortcut_weight))
+                inp = c
+        features.append(Conv2dNormActivation(inp, self.num_features, kernel_size=1, activation_layer=nn.ReLU6))
+        self.features = nn.Sequential(*features)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.num_features, num_classes))
+
+        # Released code's init: kaiming-normal (fan_out) convs, BN 1/0, Linear N(0, 0.01), zero biases.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                self._init_classifier(m)
+
+    def _init_classifier(self, layer: nn.Linear) -> None:
+        nn.init.normal_(layer.weight, 0, 0.01)
+        nn.init.zeros_(layer.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, 1280, H/32, W/32)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x).flatten(1)  # (B, 1280)
+        return x if pre_logits else self.classifier(x)
+
+    def _card_fields(self) -> dict[str, Any]:
+        return dict(
+            input_size=(3, 224, 224),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            extra={"shortcut_weight": self.shortcut_weight},
+        )
+
+    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """torchvision ``mobilenet_v2`` keys (identical to ours) or timm ``mobilenetv2_100`` keys -> ours.
+
+        The ImageNet classifier is dropped; ECA and auxiliary shortcuts are not in either file.
+        """
+        if any(k.startswith("blocks.") for k in state_dict):
+            state_dict = _timm_mobilenetv2_to_torchvision(state_dict)
+        own = self.state_dict()
+        return {k: v for k, v in state_dict.items() if k.startswith("features.") and k in own}
+
+
+def _timm_mobilenetv2_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename timm ``mobilenetv2_100`` tensors to torchvision ``mobilenet_v2`` names."""
+    out: dict[str, torch.Tensor] = {}
+    stage_sizes = [n for _, _, n, _ in MOBILENETV2_SETTINGS]
+    first_index = [1 + sum(stage_sizes[:i]) for i in range(len(stage_sizes))]  # features.k of blocks.i.0
+    # timm block part -> torchvision part, for the t=1 block and for the expanded blocks
+    ds = {"conv_dw": "conv.0.0", "bn1": "conv.0.1", "conv_pw": "conv.1", "bn2": "conv.2"}
+    ir = {"conv_pw": "conv.0.0", "bn1": "conv.0.1", "conv_dw": "conv.1.0", "bn2": "conv.1.1",
+          "conv_pwl": "conv.2", "bn3": "conv.3"}  # fmt: skip
+    head = 1 + sum(stage_sizes)  # features.18: the final 1x1 conv
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] == "conv_stem":
+            out["features.0.0." + ".".join(parts[1:])] = v
+        elif parts[0] == "bn1":
+            out["features.0.1." + ".".join(parts[1:])] = v
+        elif parts[0] == "conv_head":
+            out[f"features.{head}.0." + ".".join(parts[1:])] = v
+        elif parts[0] == "bn2":
+            out[f"features.{head}.1." + ".".join(parts[1:])] = v
+        elif parts[0] == "blocks":
+            i, j, layer, rest = int(parts[1]), int(parts[2]), parts[3], ".".join(parts[4:])
+            table = ds if i == 0 else ir
+            out[f"features.{first_index[i] + j}.{table[layer]}.{rest}"] = v
+    return out
+
+
+@register_model
+def emonet(num_classes: int = 7, **kwargs: Any) -> EMONet:
+    """EMO-Net on MobileNetV2 1.0, lambda 0.5 (2,310,738 params, C=7)."""
+    return EMONet(num_classes=num_classes, **kwargs)

@@ -1,0 +1,362 @@
+"""FERAtt: facial expression recognition with attention and representation learning.
+
+Paper: P. D. Marrero Fernandez, F. A. Guerrero Pena, T. I. Ren, A. Cunha, "FERAtt: Facial Expression
+Recognition with Attention Net", CVPR Workshops 2019 (arXiv:1902.03284). Code:
+github.com/pedrodiamel/ferattention (paper-era model at commit adf65f4, final code at HEAD).
+Spec: architectures.md section 2.
+
+Four modules:
+
+* **G_att** (``attention``): a U-Net with an ImageNet ResNet34 encoder (its classifier dropped) that
+  predicts the attention map A;
+* **G_ft** (``features``): a 9x9 conv, residual blocks with LeakyReLU(0.2), a 3x3 conv and a global skip,
+  giving the feature map F;
+* fusion ``sigmoid(A) * F``, then **G_rec** (``reconstruction``) that produces the attention image I_att,
+  trained to reproduce the face on a black background (:func:`attention_loss`);
+* **G_rep** (``classifier``): a CIFAR-style PreActResNet18 on I_att pooled to 32x32, with an optional
+  representation z (Linear 512->dim) trained by the Gaussian-mixture loss (:func:`gmm_loss`).
+
+Layouts:
+
+* ``layout="paper"`` (default; the commits of the paper era): 128x128 input, dilated centre (four chained
+  3x3 convs, dilation 1-4, summed, ReLU), decoders with 4x4 transposed convs, 1-channel A, 32-channel F,
+  4 residual blocks, G_rec = 3x3 conv + ReLU + 1x1 conv, average pool 4 to 32x32.
+* ``layout="code"`` (the released HEAD): 64x64 input, extra 2x2 max-pool after layer4, bilinear-upsample
+  decoder blocks, A and F with ``num_classes`` channels, 8 residual blocks, G_rec on
+  concat(fusion, image, A) ending in BN + ReLU, a fixed affine "normalize layer", average pool 2.
+
+Deviations: the ResNet34 encoder's unused 1000-class fc (513,000 parameters, counted in the released
+totals) is dropped; the representation dim defaults to the paper's 64 (the HEAD scripts use 32, the
+paper-era class used 1000); the card's mean/std are ImageNet's, for the ImageNet encoder (the originals'
+normalisation lived in an external package). The mix-up in the representation loss mixes one-hot targets
+(the original mixed integer labels numerically, which yields targets that match no class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from ._base import IMAGENET_MEAN, IMAGENET_STD, FERModel
+from ._registry import register_model
+from .preact_resnet import PreActResNet18
+
+__all__ = ["FERAtt", "FERAttLoss", "FERAttOutput", "attention_loss", "gmm_loss"]
+
+# CIFAR-10 statistics of the HEAD "normalize layer" (fixed affine; values from the common CIFAR recipe).
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclass
+class FERAttOutput:
+    """What FERAtt's forward returns.
+
+    Attributes:
+        logits: (B, C) class scores.
+        attention_image: I_att (B, 3, H, W), the reconstruction G_rep classifies.
+        attention_map: A (B, a, H, W), pre-sigmoid attention logits (a = 1 in the paper layout).
+        features: F (B, f, H, W), G_ft's feature map.
+        embedding: z (B, dim), the representation, or None without a representation head.
+    """
+
+    logits: torch.Tensor
+    attention_image: torch.Tensor
+    attention_map: torch.Tensor
+    features: torch.Tensor
+    embedding: torch.Tensor | None
+
+
+class ConvReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True))
+
+
+class DilatedCenter(nn.Module):
+    """Four chained 3x3 convs with dilation 1, 2, 3, 4 whose outputs are summed, then ReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin if d == 1 else cout, cout, 3, padding=d, dilation=d) for d in (1, 2, 3, 4)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for conv in self.convs:
+            x = conv(x)
+            total = total + x
+        return F.relu(total)
+
+
+def _decoder(cin: int, mid: int, cout: int, layout: str) -> nn.Module:
+    """x2 upsampling decoder block: conv + 4x4 transposed conv (paper) or bilinear + 2 convs (code)."""
+    if layout == "paper":
+        return nn.Sequential(
+            ConvReLU(cin, mid), nn.ConvTranspose2d(mid, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True)
+        )
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), ConvReLU(cin, mid), ConvReLU(mid, cout)
+    )
+
+
+class AttentionUNet(nn.Module):
+    """G_att: ResNet34 encoder (torchvision names, fc dropped) + decoder + attention head."""
+
+    def __init__(self, out_channels: int, layout: str, num_filters: int = 32) -> None:
+        super().__init__()
+        self.layout = layout
+        self.encoder = torchvision.models.resnet34(weights=None)
+        del self.encoder.fc, self.encoder.avgpool  # unused; the released totals counted the fc
+        self.pool = nn.MaxPool2d(2, 2)  # replaces ResNet's 3x3/2 max-pool after the stem
+        nf = num_filters
+        if layout == "paper":
+            self.center: nn.Module = DilatedCenter(512, nf * 8)
+        else:
+            self.center = _decoder(512, nf * 16, nf * 8, layout)
+        self.dec5 = _decoder(512 + nf * 8, nf * 16, nf * 8, layout)
+        self.dec4 = _decoder(256 + nf * 8, nf * 16, nf * 8, layout)
+        self.dec3 = _decoder(128 + nf * 8, nf * 8, nf * 2, layout)
+        self.dec2 = _decoder(64 + nf * 2, nf * 4, nf * 4, layout)
+        self.dec1 = _decoder(nf * 4, nf * 4, nf, layout)
+        self.head = nn.Sequential(ConvReLU(nf, nf), nn.Conv2d(nf, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        s1 = self.pool(e.relu(e.bn1(e.conv1(x))))  # (B, 64, H/4, W/4)
+        l1 = e.layer1(s1)  # (B, 64, H/4)
+        l2 = e.layer2(l1)  # (B, 128, H/8)
+        l3 = e.layer3(l2)  # (B, 256, H/16)
+        l4 = e.layer4(l3)  # (B, 512, H/32)
+        c = self.center(l4 if self.layout == "paper" else self.pool(l4))  # (B, 256, H/32)
+        d = self.dec5(torch.cat([c, l4], 1))  # (B, 256, H/16)
+        d = self.dec4(torch.cat([d, l3], 1))  # (B, 256, H/8)
+        d = self.dec3(torch.cat([d, l2], 1))  # (B, 64, H/4)
+        d = self.dec2(torch.cat([d, l1], 1))  # (B, 128, H/2)
+        d = self.dec1(d)  # (B, 32, H)
+        return self.head(d)  # (B, a, H, W)
+
+
+class FeatureNet(nn.Module):
+    """G_ft: 9x9 conv, residual blocks [conv3x3, LeakyReLU 0.2, conv3x3, +x], 3x3 conv, global skip."""
+
+    def __init__(self, in_chans: int, channels: int, num_blocks: int) -> None:
+        super().__init__()
+        self.conv_input = nn.Conv2d(in_chans, channels, 9, padding=4)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(channels, channels, 3, padding=1),
+            )
+            for _ in range(num_blocks)
+        )
+        self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x = self.conv_input(x)  # (B, f, H, W)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.conv_mid(x) + skip  # (B, f, H, W)
+
+
+class FERAtt(FERModel):
+    """FERAtt (see the module docstring).
+
+    Args:
+        num_classes: number of expression classes.
+        layout: ``"paper"`` (default) or ``"code"`` (the released HEAD variant).
+        representation_dim: width of the representation z (64, the paper's); ``None`` for
+            classification only (FERAtt+Cls).
+        in_chans: input channels (grey faces are replicated to 3).
+    """
+
+    paper = "FERAtt (Marrero Fernandez et al., CVPR-W 2019)"
+    classifier_attr = "classifier.head"
+    deviations = (
+        "ResNet34 encoder without its unused 1000-class fc (513,000 params fewer than the released totals)",
+        "representation dim 64 (paper) by default; HEAD scripts used 32",
+        "representation loss mixes one-hot targets in its mix-up (the original mixed integer labels)",
+        "ImageNet mean/std on the card (the original's normalisation lived in an external package)",
+    )
+    pretrained_timm = "resnet34"
+
+    def __init__(
+        self,
+        num_classes: int = 7,
+        layout: Literal["paper", "code"] = "paper",
+        representation_dim: int | None = 64,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        if layout not in ("paper", "code"):
+            raise ValueError(f"layout must be 'paper' or 'code', got {layout!r}")
+        self.num_classes = num_classes
+        self.layout = layout
+        self.input_size = 128 if layout == "paper" else 64
+        att_ch, ft_ch, nblocks = (1, 32, 4) if layout == "paper" else (num_classes, num_classes, 8)
+        self.attention = AttentionUNet(att_ch, layout)
+        self.features = FeatureNet(in_chans, ft_ch, nblocks)
+        if layout == "paper":
+            self.reconstruction = nn.Sequential(ConvReLU(ft_ch, 32), nn.Conv2d(32, in_chans, 1))
+        else:
+            self.reconstruction = nn.Sequential(
+                ConvReLU(ft_ch + in_chans + att_ch, 32),
+                nn.Conv2d(32, in_chans, 1),
+                nn.BatchNorm2d(in_chans),
+                nn.ReLU(inplace=True),
+            )
+            scale = torch.tensor(_CIFAR_STD) / 0.5
+            shift = (torch.tensor(_CIFAR_MEAN) - 0.5) / 0.5
+            self.register_buffer("bridge_scale", scale.view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("bridge_shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.classifier = PreActResNet18(num_classes, representation_dim=representation_dim, in_chans=in_chans)
+        self.num_features = self.classifier.num_features
+        self.representation_dim = representation_dim
+        for m in self.attention.encoder.modules():  # torchvision ResNet init (encoder built with weights=None)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image -> (A, F, I_att): attention logits, features, attention image (all at input size)."""
+        A = self.attention(x)  # (B, a, H, W)
+        Fm = self.features(x)  # (B, f, H, W)
+        fused = torch.sigmoid(A) * Fm  # (B, f, H, W); a = 1 broadcasts over f
+        if self.layout == "code":
+            fused = torch.cat([fused, x, A], dim=1)  # (B, 2C + 3, H, W)
+        I_att = self.reconstruction(fused)  # (B, 3, H, W)
+        return A, Fm, I_att
+
+    def _bridge(self, I_att: torch.Tensor) -> torch.Tensor:
+        if self.layout == "code":
+            I_att = I_att * self.bridge_scale + self.bridge_shift
+        return F.adaptive_avg_pool2d(I_att, 32)  # (B, 3, 32, 32): average pool 4 (paper) or 2 (code)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, I_att = self.forward_attention(x)
+        return self.classifier.forward_features(self._bridge(I_att))  # (B, 512, 4, 4)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.classifier.forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> FERAttOutput:
+        A, Fm, I_att = self.forward_attention(x)
+        feats = self.classifier.forward_features(self._bridge(I_att))  # (B, 512, 4, 4)
+        z = self.classifier.forward_head(feats, pre_logits=True)  # (B, dim) or (B, 512)
+        logits = self.classifier.head(z)  # (B, C)
+        return FERAttOutput(logits, I_att, A, Fm, z if self.representation_dim else None)
+
+    # ---- card / pretrained ---------------------------------------------------------------------
+    def _card_fields(self) -> dict[str, Any]:
+        return dict(
+            input_size=(3, self.input_size, self.input_size),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            extra={"layout": self.layout, "grayscale": True, "representation_dim": self.representation_dim},
+        )
+
+    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """torchvision or timm ``resnet34`` keys (same layout) -> the G_att encoder; fc ignored."""
+        own = self.state_dict()
+        prefix = "attention.encoder."
+        return {prefix + k: v for k, v in state_dict.items() if prefix + k in own}
+
+
+# ------------------------------------------------------------------------------------------------
+# Losses
+# ------------------------------------------------------------------------------------------------
+def attention_loss(x_org: torch.Tensor, attention_image: torch.Tensor, weight: float = 5.0) -> torch.Tensor:
+    """Attention-reconstruction loss ``weight * mean(tanh(3 |x_org - I_att|))``.
+
+    ``x_org`` is the face on a black background (the compositing target), not the composited input.
+    The original writes tanh(3d) as (e^(6d) - 1) / (e^(6d) + 1).
+    """
+    assert x_org.shape == attention_image.shape, f"{tuple(x_org.shape)} vs {tuple(attention_image.shape)}"
+    return weight * torch.tanh(3.0 * (x_org - attention_image).abs()).mean()
+
+
+def gmm_loss(
+    z: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    sigma: float = 0.5,
+    mixup: bool = True,
+    alpha: float = 2.0,
+) -> torch.Tensor:
+    """Gaussian-mixture representation loss of FERAtt ("DGMM").
+
+    Class centres are the (target-weighted) batch means of z; ``p_ic`` is proportional to
+    ``exp(-||z_i - mu_c||^2 / (2 sigma^2))`` over the classes present in the batch; the loss is
+    ``mean_i sum_c (p_ic - t_ic)^2``. With ``mixup``, the batch is extended by mixed copies
+    (one lambda ~ Beta(alpha, alpha) per batch, random pairing) whose one-hot targets are mixed too.
+
+    Args:
+        z: (B, D) representations.
+        targets: (B,) integer labels or (B, C) soft targets.
+    """
+    B = z.shape[0]
+    t = F.one_hot(targets, num_classes).to(z.dtype) if targets.dim() == 1 else targets.to(z.dtype)  # (B, C)
+    if mixup and B > 1:
+        lam = torch.distributions.Beta(alpha, alpha).sample().to(z.device, z.dtype)
+        perm = torch.randperm(B, device=z.device)
+        z = torch.cat([z, lam * z + (1 - lam) * z[perm]])  # (2B, D)
+        t = torch.cat([t, lam * t + (1 - lam) * t[perm]])  # (2B, C)
+    mass = t.sum(0)  # (C,)
+    present = mass > 0
+    mu = (t.T @ z)[present] / mass[present, None]  # (K, D) centres of the K classes present
+    d2 = torch.cdist(z, mu).pow(2)  # (N, K)
+    p = torch.softmax(-d2 / (2 * sigma**2), dim=1)  # (N, K)
+    return (p - t[:, present]).pow(2).sum(1).mean()
+
+
+class FERAttLoss(nn.Module):
+    """Total FERAtt loss: cross-entropy + attention reconstruction + Gaussian representation.
+
+    ``forward(output, targets, x_org)`` returns a dict with ``loss`` and its parts; the representation
+    term is used only when the model has a representation head (``output.embedding`` is not None).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ce_weight: float = 1.0,
+        attention_weight: float = 1.0,
+        representation_weight: float = 1.0,
+        sigma: float = 0.5,
+        mixup: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.ce_weight, self.attention_weight, self.representation_weight = (
+            ce_weight, attention_weight, representation_weight)  # fmt: skip
+        self.sigma, self.mixup = sigma, mixup
+        self.ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def forward(
+        self, output: FERAttOutput, targets: torch.Tensor, x_org: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        parts = {"ce": self.ce(output.logits, targets)}
+        loss = self.ce_weight * parts["ce"]
+        if x_org is not None and self.attention_weight:
+            parts["attention"] = attention_loss(x_org, output.attention_image)
+            loss = loss + self.attention_weight * parts["attention"]
+        if output.embedding is not None and self.representation_weight:
+            parts["representation"] = gmm_loss(
+                output.embedding, targets, self.num_classes, self.sigma, self.mixup
+            )
+            loss = loss + self.representation_weight * parts["representation"]
+        parts["loss"] = loss
+        return parts
+
+
+@register_model
+def feratt(num_classes: int = 7, **kwargs: Any) -> FERAtt:
+    """FERAtt, paper-era layout: 128x128 input, 1-channel attention map, 32-channel features, z of 64."""
+    return FERAtt(num_classes=num_classes, **kwargs)

