@@ -5,7 +5,6 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from conftest import build
 
 import attnfer
 from attnfer.models import (
@@ -16,6 +15,7 @@ from attnfer.models import (
     count_parameters,
     logits_of,
 )
+from conftest import build
 
 # (model, kwargs) for every registered model and every mode that changes the computation.
 VARIANTS = [
@@ -43,8 +43,8 @@ def variant_id(v):
 
 
 def test_registry_lists_the_four_families_and_baselines():
-    assert set(attnfer.list_models()) == {
-        "patt_lite", "feratt", "emonet", "sa_fer", "preact_resnet18", "mobilenetv2_100", "resnet18"}  # fmt: skip
+    expected = {"patt_lite", "feratt", "emonet", "sa_fer", "preact_resnet18", "mobilenetv2_100", "resnet18"}
+    assert set(attnfer.list_models()) == expected
     assert attnfer.list_models("patt*") == ["patt_lite"]
     assert "resnet18" not in attnfer.list_models(exclude_filters="res*")
 
@@ -96,7 +96,8 @@ def test_patt_lite_keras_style_counts_and_parts():
 def test_feratt_module_counts_match_spec():
     code = build("feratt", layout="code", representation_dim=None)
     dec = code.attention
-    assert [count_parameters(getattr(dec, n)) for n in ("center", "dec5", "dec4", "dec3", "dec2", "dec1")] == [
+    names = ("center", "dec5", "dec4", "dec3", "dec2", "dec1")
+    assert [count_parameters(getattr(dec, n)) for n in names] == [
         3_539_712, 4_719_360, 3_539_712, 1_032_512, 295_168, 184_480]  # fmt: skip
     assert count_parameters(dec.head) == 9_479
     assert count_parameters(dec.encoder) == 21_797_672 - 513_000  # ResNet34 without fc
@@ -265,8 +266,10 @@ def test_patt_lite_unfreeze_last_n_really_unfreezes():
     m = build("patt_lite", unfreeze_last_n=4)
     trainable = [n for n, p in m.backbone.named_parameters() if p.requires_grad]
     # last 4 weighted layers: blocks.3.2.conv_pw, blocks.3.2.bn2, blocks.3.3.conv_dw, blocks.3.3.bn1
-    assert trainable == ["blocks.3.2.conv_pw.weight", "blocks.3.2.bn2.weight", "blocks.3.2.bn2.bias",
-                         "blocks.3.3.conv_dw.weight", "blocks.3.3.bn1.weight", "blocks.3.3.bn1.bias"]  # fmt: skip
+    assert trainable == [
+        "blocks.3.2.conv_pw.weight", "blocks.3.2.bn2.weight", "blocks.3.2.bn2.bias",
+        "blocks.3.3.conv_dw.weight", "blocks.3.3.bn1.weight", "blocks.3.3.bn1.bias",
+    ]  # fmt: skip
     m.set_backbone_trainable(True, len(m.backbone.weighted_layers()))
     assert not m.frozen_parameter_names()
     with pytest.raises(ValueError, match="unfreeze_last_n"):
@@ -304,7 +307,9 @@ def test_feratt_losses():
 
     x = torch.rand(2, 3, 8, 8)
     assert attention_loss(x, x).item() == 0.0
-    torch.testing.assert_close(attention_loss(x, x + 1.0), torch.tensor(5 * torch.tanh(torch.tensor(3.0)).item()))
+    torch.testing.assert_close(
+        attention_loss(x, x + 1.0), torch.tensor(5 * torch.tanh(torch.tensor(3.0)).item())
+    )
     # well-separated classes give a small representation loss, collapsed ones a large one
     z = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
     y = torch.tensor([0, 0, 1, 1])

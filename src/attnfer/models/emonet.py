@@ -34,7 +34,7 @@ from ._base import IMAGENET_MEAN, IMAGENET_STD, FERModel
 from ._registry import register_model
 from .layers import ECA
 
-__all__ = ["EMONet", "EMOInvertedResidual"]
+__all__ = ["EMOInvertedResidual", "EMONet"]
 
 # MobileNetV2's (expansion t, channels c, repeats n, first stride s) table.
 MOBILENETV2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -64,7 +64,9 @@ class EMOInvertedResidual(nn.Module):
         if stride == 1 and inp == oup:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(nn.Conv2d(inp, oup, 1, stride=stride, bias=False), nn.BatchNorm2d(oup))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inp, oup, 1, stride=stride, bias=False), nn.BatchNorm2d(oup)
+            )
         self.shortcut_weight = shortcut_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,9 +85,7 @@ class EMONet(FERModel):
 
     paper = "EMO-Net (xiayu-cell/EMO-Net, 2023)"
     classifier_attr = "classifier.1"
-    deviations = (
-        "shortcut_weight (lambda) defaults to the README's 0.5; the released code hard-codes 0.8",
-    )
+    deviations = ("shortcut_weight (lambda) defaults to the README's 0.5; the released code hard-codes 0.8",)
     pretrained_url = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
 
     def __init__(
@@ -101,7 +101,9 @@ class EMONet(FERModel):
             for i in range(n):
                 features.append(EMOInvertedResidual(inp, c, s if i == 0 else 1, t, shortcut_weight))
                 inp = c
-        features.append(Conv2dNormActivation(inp, self.num_features, kernel_size=1, activation_layer=nn.ReLU6))
+        features.append(
+            Conv2dNormActivation(inp, self.num_features, kernel_size=1, activation_layer=nn.ReLU6)
+        )
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.num_features, num_classes))

@@ -101,7 +101,9 @@ def _decoder(cin: int, mid: int, cout: int, layout: str) -> nn.Module:
             ConvReLU(cin, mid), nn.ConvTranspose2d(mid, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True)
         )
     return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), ConvReLU(cin, mid), ConvReLU(mid, cout)
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        ConvReLU(cin, mid),
+        ConvReLU(mid, cout),
     )
 
 
@@ -215,10 +217,14 @@ class FERAtt(FERModel):
             shift = (torch.tensor(_CIFAR_MEAN) - 0.5) / 0.5
             self.register_buffer("bridge_scale", scale.view(1, 3, 1, 1), persistent=False)
             self.register_buffer("bridge_shift", shift.view(1, 3, 1, 1), persistent=False)
-        self.classifier = PreActResNet18(num_classes, representation_dim=representation_dim, in_chans=in_chans)
+        self.classifier = PreActResNet18(
+            num_classes, representation_dim=representation_dim, in_chans=in_chans
+        )
         self.num_features = self.classifier.num_features
         self.representation_dim = representation_dim
-        for m in self.attention.encoder.modules():  # torchvision ResNet init (encoder built with weights=None)
+        for (
+            m
+        ) in self.attention.encoder.modules():  # torchvision ResNet init (encoder built with weights=None)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 

@@ -210,7 +210,7 @@ class PAttLite(FERModel):
         return self.patches(x)  # (B, 256, 2, 2)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        B, D, H, W = x.shape
+        B, _, H, W = x.shape
         x = self.spatial_drop(x)
         if self.attention_mode == "tokens":
             t = x.flatten(2).transpose(1, 2)  # (B, 4, 256): one token per patch

@@ -59,7 +59,11 @@ class PreActResNet18(FERModel):
     classifier_attr = "head"
 
     def __init__(
-        self, num_classes: int = 7, representation_dim: int | None = None, in_chans: int = 3, input_size: int = 32
+        self,
+        num_classes: int = 7,
+        representation_dim: int | None = None,
+        in_chans: int = 3,
+        input_size: int = 32,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes

@@ -55,7 +55,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure means the same thing to the user
+    except Exception as e:
         raise PretrainedWeightsError(
             f"could not read {path} as a weight file (.safetensors, or a torch.save state dict loadable "
             f"with weights_only=True): {type(e).__name__}: {e}"
@@ -81,7 +81,7 @@ def _download(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
             sd = torch.hub.load_state_dict_from_url(
                 url, map_location="cpu", check_hash=True, progress=False, weights_only=True
             )
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise PretrainedWeightsError(
                 f"could not download ImageNet weights {fname} from {url} ({type(e).__name__}: {e}). "
                 f"Offline? Get that file and pass pretrained='/path/to/{fname}'."
@@ -94,7 +94,7 @@ def _download(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
         hub_id = getattr(cfg, "hf_hub_id", None) or timm_name
         try:
             sd = timm.create_model(timm_name, pretrained=True).state_dict()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise PretrainedWeightsError(
                 f"could not download timm's ImageNet weights for '{timm_name}' (Hugging Face hub "
                 f"'{hub_id}', file model.safetensors; {type(e).__name__}: {e}). Offline? Get "
@@ -129,7 +129,8 @@ def load_pretrained(model: nn.Module, source: bool | str | Path) -> PretrainedLo
             raise PretrainedWeightsError(f"{origin}: mapped key {k} does not exist in the model")
         if own[k].shape != v.shape:
             raise PretrainedWeightsError(
-                f"{origin}: tensor for {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
+                f"{origin}: tensor for {k} has shape {tuple(v.shape)}, "
+                f"the model expects {tuple(own[k].shape)}"
             )
     model.load_state_dict(mapped, strict=False)
     used = {id(v) for v in mapped.values()}

@@ -28,7 +28,7 @@ from ._base import IMAGENET_MEAN, IMAGENET_STD, NO_NORM_MEAN, NO_NORM_STD, FERMo
 from ._registry import register_model
 from .layers import CBAM, PatchExtraction, TokenMHSA
 
-__all__ = ["CBAMBasicBlock", "ResNetCBAMTrunk", "SAFER"]
+__all__ = ["SAFER", "CBAMBasicBlock", "ResNetCBAMTrunk"]
 
 
 class CBAMBasicBlock(nn.Module):

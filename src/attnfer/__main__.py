@@ -1,0 +1,3 @@
+from attnfer.cli import app
+
+app(prog_name="attnfer")
