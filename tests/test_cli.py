@@ -14,8 +14,13 @@ runner = CliRunner()
 def test_models_table_lists_every_model_with_counts():
     result = runner.invoke(app, ["models"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for name, params in [("patt_lite", "1,093,000"), ("emonet", "2,310,738"), ("sa_fer", "3,273,363"),
-                         ("feratt", "47,408,075"), ("preact_resnet18", "11,169,607")]:  # fmt: skip
+    for name, params in [
+        ("patt_lite", "1,093,000"),
+        ("emonet", "2,310,738"),
+        ("sa_fer", "3,273,363"),
+        ("feratt", "47,408,075"),
+        ("preact_resnet18", "11,169,607"),
+    ]:
         line = next(line for line in result.output.splitlines() if f" {name} " in line)
         assert params in line
 

@@ -33,8 +33,15 @@ VARIANTS = [
     ("mobilenetv2_100", {}),
     ("resnet18", {}),
 ]
-SMALL_SIZE = {"patt_lite": 112, "feratt": 64, "emonet": 64, "sa_fer": 112, "preact_resnet18": 32,
-              "mobilenetv2_100": 64, "resnet18": 64}  # fmt: skip
+SMALL_SIZE = {
+    "patt_lite": 112,
+    "feratt": 64,
+    "emonet": 64,
+    "sa_fer": 112,
+    "preact_resnet18": 32,
+    "mobilenetv2_100": 64,
+    "resnet18": 64,
+}
 
 
 def variant_id(v):
@@ -98,7 +105,13 @@ def test_feratt_module_counts_match_spec():
     dec = code.attention
     names = ("center", "dec5", "dec4", "dec3", "dec2", "dec1")
     assert [count_parameters(getattr(dec, n)) for n in names] == [
-        3_539_712, 4_719_360, 3_539_712, 1_032_512, 295_168, 184_480]  # fmt: skip
+        3_539_712,
+        4_719_360,
+        3_539_712,
+        1_032_512,
+        295_168,
+        184_480,
+    ]
     assert count_parameters(dec.head) == 9_479
     assert count_parameters(dec.encoder) == 21_797_672 - 513_000  # ResNet34 without fc
     assert count_parameters(code.features) == 9_324
@@ -267,9 +280,13 @@ def test_patt_lite_unfreeze_last_n_really_unfreezes():
     trainable = [n for n, p in m.backbone.named_parameters() if p.requires_grad]
     # last 4 weighted layers: blocks.3.2.conv_pw, blocks.3.2.bn2, blocks.3.3.conv_dw, blocks.3.3.bn1
     assert trainable == [
-        "blocks.3.2.conv_pw.weight", "blocks.3.2.bn2.weight", "blocks.3.2.bn2.bias",
-        "blocks.3.3.conv_dw.weight", "blocks.3.3.bn1.weight", "blocks.3.3.bn1.bias",
-    ]  # fmt: skip
+        "blocks.3.2.conv_pw.weight",
+        "blocks.3.2.bn2.weight",
+        "blocks.3.2.bn2.bias",
+        "blocks.3.3.conv_dw.weight",
+        "blocks.3.3.bn1.weight",
+        "blocks.3.3.bn1.bias",
+    ]
     m.set_backbone_trainable(True, len(m.backbone.weighted_layers()))
     assert not m.frozen_parameter_names()
     with pytest.raises(ValueError, match="unfreeze_last_n"):
@@ -307,9 +324,7 @@ def test_feratt_losses():
 
     x = torch.rand(2, 3, 8, 8)
     assert attention_loss(x, x).item() == 0.0
-    torch.testing.assert_close(
-        attention_loss(x, x + 1.0), torch.tensor(5 * torch.tanh(torch.tensor(3.0)).item())
-    )
+    torch.testing.assert_close(attention_loss(x, x + 1.0), torch.tensor(5 * torch.tanh(torch.tensor(3.0)).item()))
     # well-separated classes give a small representation loss, collapsed ones a large one
     z = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
     y = torch.tensor([0, 0, 1, 1])

@@ -33,9 +33,7 @@ def test_emonet_loads_torchvision_imagenet_mobilenet_v2(tmp_path):
     # every MobileNetV2 tensor except the ImageNet classifier (312 of 314) lands in EMO-Net's main branch
     _assert_filled(m, sd, "", expected=len(sd) - 2)
     assert m.pretrained_report.unused == ["classifier.1.bias", "classifier.1.weight"]
-    assert all(
-        ".eca." in k or ".shortcut." in k or k.startswith("classifier.") for k in m.pretrained_report.missing
-    )
+    assert all(".eca." in k or ".shortcut." in k or k.startswith("classifier.") for k in m.pretrained_report.missing)
     # the plain torchvision MobileNetV2 with this file and EMO-Net with lambda=0 and ECA disabled agree
     tv = torchvision.models.mobilenet_v2()
     tv.load_state_dict(sd)
@@ -50,9 +48,7 @@ def test_emonet_maps_timm_mobilenetv2_layout(tmp_path):
     assert sorted(m.pretrained_report.loaded) == sorted(tv_keys)
     assert m.pretrained_report.unused == ["classifier.bias", "classifier.weight"]
     torch.testing.assert_close(m.features[0][0].weight, src["conv_stem.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(
-        m.features[2].conv[2].weight, src["blocks.1.0.conv_pwl.weight"], rtol=0, atol=0
-    )
+    torch.testing.assert_close(m.features[2].conv[2].weight, src["blocks.1.0.conv_pwl.weight"], rtol=0, atol=0)
     torch.testing.assert_close(m.features[18][1].running_var, src["bn2.running_var"], rtol=0, atol=0)
 
 
@@ -95,9 +91,7 @@ def test_timm_baseline_and_preact_own_layout(tmp_path):
 
 def test_foreign_or_broken_files_fail_clearly(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    with pytest.raises(
-        PretrainedWeightsError, match=r"backbone.bn1.weight has shape \(64,\).*expects \(32,\)"
-    ):
+    with pytest.raises(PretrainedWeightsError, match=r"backbone.bn1.weight has shape \(64,\).*expects \(32,\)"):
         build("patt_lite", pretrained=tmp_path / "r18.pth")
     save_file({"encoder.proj.weight": torch.zeros(2, 2)}, tmp_path / "vit.safetensors")
     with pytest.raises(PretrainedWeightsError, match="none of its tensors fit PAttLite.*encoder.proj.weight"):

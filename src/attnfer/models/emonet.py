@@ -37,8 +37,15 @@ from .layers import ECA
 __all__ = ["EMOInvertedResidual", "EMONet"]
 
 # MobileNetV2's (expansion t, channels c, repeats n, first stride s) table.
-MOBILENETV2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                        (6, 160, 3, 2), (6, 320, 1, 1)]  # fmt: skip
+MOBILENETV2_SETTINGS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 class EMOInvertedResidual(nn.Module):
@@ -64,9 +71,7 @@ class EMOInvertedResidual(nn.Module):
         if stride == 1 and inp == oup:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(inp, oup, 1, stride=stride, bias=False), nn.BatchNorm2d(oup)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(inp, oup, 1, stride=stride, bias=False), nn.BatchNorm2d(oup))
         self.shortcut_weight = shortcut_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,9 +106,7 @@ class EMONet(FERModel):
             for i in range(n):
                 features.append(EMOInvertedResidual(inp, c, s if i == 0 else 1, t, shortcut_weight))
                 inp = c
-        features.append(
-            Conv2dNormActivation(inp, self.num_features, kernel_size=1, activation_layer=nn.ReLU6)
-        )
+        features.append(Conv2dNormActivation(inp, self.num_features, kernel_size=1, activation_layer=nn.ReLU6))
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.num_features, num_classes))
@@ -157,8 +160,14 @@ def _timm_mobilenetv2_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, t
     first_index = [1 + sum(stage_sizes[:i]) for i in range(len(stage_sizes))]  # features.k of blocks.i.0
     # timm block part -> torchvision part, for the t=1 block and for the expanded blocks
     ds = {"conv_dw": "conv.0.0", "bn1": "conv.0.1", "conv_pw": "conv.1", "bn2": "conv.2"}
-    ir = {"conv_pw": "conv.0.0", "bn1": "conv.0.1", "conv_dw": "conv.1.0", "bn2": "conv.1.1",
-          "conv_pwl": "conv.2", "bn3": "conv.3"}  # fmt: skip
+    ir = {
+        "conv_pw": "conv.0.0",
+        "bn1": "conv.0.1",
+        "conv_dw": "conv.1.0",
+        "bn2": "conv.1.1",
+        "conv_pwl": "conv.2",
+        "bn3": "conv.3",
+    }
     head = 1 + sum(stage_sizes)  # features.18: the final 1x1 conv
     for k, v in sd.items():
         parts = k.split(".")

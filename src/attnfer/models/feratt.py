@@ -217,14 +217,10 @@ class FERAtt(FERModel):
             shift = (torch.tensor(_CIFAR_MEAN) - 0.5) / 0.5
             self.register_buffer("bridge_scale", scale.view(1, 3, 1, 1), persistent=False)
             self.register_buffer("bridge_shift", shift.view(1, 3, 1, 1), persistent=False)
-        self.classifier = PreActResNet18(
-            num_classes, representation_dim=representation_dim, in_chans=in_chans
-        )
+        self.classifier = PreActResNet18(num_classes, representation_dim=representation_dim, in_chans=in_chans)
         self.num_features = self.classifier.num_features
         self.representation_dim = representation_dim
-        for (
-            m
-        ) in self.attention.encoder.modules():  # torchvision ResNet init (encoder built with weights=None)
+        for m in self.attention.encoder.modules():  # torchvision ResNet init (encoder built with weights=None)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
@@ -341,7 +337,10 @@ class FERAttLoss(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.ce_weight, self.attention_weight, self.representation_weight = (
-            ce_weight, attention_weight, representation_weight)  # fmt: skip
+            ce_weight,
+            attention_weight,
+            representation_weight,
+        )
         self.sigma, self.mixup = sigma, mixup
         self.ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
@@ -354,9 +353,7 @@ class FERAttLoss(nn.Module):
             parts["attention"] = attention_loss(x_org, output.attention_image)
             loss = loss + self.attention_weight * parts["attention"]
         if output.embedding is not None and self.representation_weight:
-            parts["representation"] = gmm_loss(
-                output.embedding, targets, self.num_classes, self.sigma, self.mixup
-            )
+            parts["representation"] = gmm_loss(output.embedding, targets, self.num_classes, self.sigma, self.mixup)
             loss = loss + self.representation_weight * parts["representation"]
         parts["loss"] = loss
         return parts

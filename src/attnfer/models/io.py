@@ -61,9 +61,7 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
     }
     # safetensors refuses shared storage; contiguous copies keep it simple.
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(
-        directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"model": model.model_name})
-    )
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"model": model.model_name}))
     text = json.dumps(config, indent=2) + "\n"
     _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(text))
     return directory
@@ -102,9 +100,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{weights}: not a readable safetensors file (truncated or foreign?): {e}"
-        ) from e
+        raise CheckpointError(f"{weights}: not a readable safetensors file (truncated or foreign?): {e}") from e
     model = create_model(config["model"], num_classes=config["num_classes"], **config["kwargs"])
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -118,9 +114,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            parts.append(
-                f"{len(wrong)} with wrong shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
-            )
+            parts.append(f"{len(wrong)} with wrong shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(
             f"{weights} does not match a '{config['model']}' built from {CONFIG_NAME}: " + "; ".join(parts)
         )

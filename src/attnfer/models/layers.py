@@ -173,7 +173,5 @@ class TokenMHSA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert x.dim() == 3, f"expected (B, N, D) tokens, got {tuple(x.shape)}"
-        out, weights = self.attn(
-            x, x, x, need_weights=True, average_attn_weights=True
-        )  # (B, N, D), (B, N, N)
+        out, weights = self.attn(x, x, x, need_weights=True, average_attn_weights=True)  # (B, N, D), (B, N, N)
         return self.norm(x + out), weights  # (B, N, D)

@@ -68,20 +68,14 @@ class MobileNetV1Trunk(nn.Module):
         self.bn1 = full.bn1
         stage3 = full.blocks[3]
         cut = nn.Sequential(OrderedDict(conv_dw=stage3[3].conv_dw, bn1=stage3[3].bn1))
-        self.blocks = nn.Sequential(
-            full.blocks[0], full.blocks[1], full.blocks[2], nn.Sequential(*stage3[:3], cut)
-        )
+        self.blocks = nn.Sequential(full.blocks[0], full.blocks[1], full.blocks[2], nn.Sequential(*stage3[:3], cut))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.bn1(self.conv_stem(x)))
 
     def weighted_layers(self) -> list[tuple[str, nn.Module]]:
         """Convolutions and BatchNorms in forward order (how Keras counts trainable layers)."""
-        return [
-            (n, m)
-            for n, m in self.named_modules()
-            if isinstance(m, nn.Conv2d | nn.modules.batchnorm._BatchNorm)
-        ]
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, nn.Conv2d | nn.modules.batchnorm._BatchNorm)]
 
 
 class PAttLite(FERModel):

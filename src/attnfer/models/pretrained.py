@@ -129,8 +129,7 @@ def load_pretrained(model: nn.Module, source: bool | str | Path) -> PretrainedLo
             raise PretrainedWeightsError(f"{origin}: mapped key {k} does not exist in the model")
         if own[k].shape != v.shape:
             raise PretrainedWeightsError(
-                f"{origin}: tensor for {k} has shape {tuple(v.shape)}, "
-                f"the model expects {tuple(own[k].shape)}"
+                f"{origin}: tensor for {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
             )
     model.load_state_dict(mapped, strict=False)
     used = {id(v) for v in mapped.values()}

@@ -31,9 +31,7 @@ class TimmClassifier(FERModel):
 
     deviations = ()
 
-    def __init__(
-        self, architecture: str, num_classes: int = 7, drop_rate: float = 0.0, in_chans: int = 3
-    ) -> None:
+    def __init__(self, architecture: str, num_classes: int = 7, drop_rate: float = 0.0, in_chans: int = 3) -> None:
         super().__init__()
         self.model = timm.create_model(
             architecture, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans
@@ -65,9 +63,7 @@ class TimmClassifier(FERModel):
         """timm keys -> ``model.*``; the ImageNet classifier is skipped."""
         own = self.state_dict()
         head = self._cfg["classifier"] + "."
-        return {
-            f"model.{k}": v for k, v in state_dict.items() if not k.startswith(head) and f"model.{k}" in own
-        }
+        return {f"model.{k}": v for k, v in state_dict.items() if not k.startswith(head) and f"model.{k}" in own}
 
     def _init_classifier(self, layer: nn.Linear) -> None:
         pass

@@ -1,0 +1,215 @@
+"""The dataset container every loader returns, its errors, and the validation-split protocol."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+__all__ = ["DatasetError", "DatasetSplits", "FERDataset", "SkipLog", "carve_validation", "read_image"]
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the file (and line) and what was expected."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path, self.line = Path(path), line
+
+
+@dataclass
+class SkipLog:
+    """Opt-in skipping of bad samples: each skipped one is recorded and summarised, never silently dropped."""
+
+    enabled: bool = False
+    entries: list[str] = field(default_factory=list)
+
+    def handle(self, error: DatasetError) -> None:
+        if not self.enabled:
+            raise error
+        self.entries.append(str(error))
+
+    def summary(self) -> str:
+        if not self.entries:
+            return "no samples skipped"
+        head = "\n  ".join(self.entries[:10])
+        more = f"\n  ... and {len(self.entries) - 10} more" if len(self.entries) > 10 else ""
+        return f"{len(self.entries)} samples skipped:\n  {head}{more}"
+
+
+def read_image(path: str | Path, box: Sequence[int] | None = None) -> np.ndarray:
+    """Decode an image file to RGB uint8 (H, W, 3), optionally cropped to ``box`` = (x, y, w, h)."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if box is not None:
+                x, y, w, h = (int(v) for v in box)
+                im = im.crop((x, y, x + w, y + h))
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(path, f"not a readable image ({type(e).__name__}: {e})") from e
+
+
+class FERDataset(Dataset):
+    """Images with expression labels in attnfer's label space.
+
+    A sample is either a file (``paths[i]``, optionally cropped by ``boxes[i]``) or a row of an in-memory
+    uint8 array ``images`` (N, H, W) or (N, H, W, 3). ``__getitem__`` returns ``(image, target)`` where image
+    is a uint8 tensor (3, H, W) passed through ``transform`` and target is the class index, or, for soft-label
+    modes, a float distribution over the classes (``target_mode="soft"``) or a class sampled from it
+    (``target_mode="sample"``, FERPlus' "probability" mode).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        split: str,
+        class_names: Sequence[str],
+        targets: Sequence[int] | np.ndarray,
+        ids: Sequence[str],
+        paths: Sequence[Path] | None = None,
+        images: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        soft_targets: np.ndarray | None = None,
+        target_mode: str = "hard",
+        extras: dict[str, Any] | None = None,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+    ) -> None:
+        assert (paths is None) != (images is None), "give either paths or images"
+        self.name, self.split = name, split
+        self.class_names = list(class_names)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.ids = list(ids)
+        self.paths = None if paths is None else [Path(p) for p in paths]
+        self.images = images
+        self.boxes = boxes
+        self.soft_targets = soft_targets
+        self.target_mode = target_mode
+        self.extras = extras or {}
+        self.transform = transform
+        n = len(self.targets)
+        assert len(self.ids) == n and (self.paths is None or len(self.paths) == n)
+        assert self.images is None or len(self.images) == n
+        assert target_mode in ("hard", "soft", "sample")
+        if len(self.targets) and (self.targets.min() < 0 or self.targets.max() >= len(self.class_names)):
+            raise ValueError(f"{name}/{split}: targets outside 0..{len(self.class_names) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load_image(self, i: int) -> np.ndarray:
+        """RGB uint8 (H, W, 3) of sample ``i``."""
+        if self.images is not None:
+            img = self.images[i]
+            return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else np.asarray(img)
+        return read_image(self.paths[i], None if self.boxes is None else self.boxes[i])
+
+    def target(self, i: int) -> int | torch.Tensor:
+        if self.target_mode == "hard" or self.soft_targets is None:
+            return int(self.targets[i])
+        p = self.soft_targets[i]
+        if self.target_mode == "soft":
+            return torch.from_numpy(p.astype(np.float32))
+        return int(np.random.choice(len(p), p=p / p.sum()))
+
+    def __getitem__(self, i: int) -> tuple[Any, int | torch.Tensor]:
+        img = torch.from_numpy(np.array(self.load_image(i))).permute(2, 0, 1)  # (3, H, W) uint8, a writable copy
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.target(i)
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    def class_counts(self) -> dict[str, int]:
+        c = Counter(self.targets.tolist())
+        return {name: c.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def subset(self, indices: Sequence[int] | np.ndarray, split: str | None = None) -> FERDataset:
+        idx = np.asarray(indices, dtype=np.int64)
+        return FERDataset(
+            name=self.name,
+            split=split or self.split,
+            class_names=self.class_names,
+            targets=self.targets[idx],
+            ids=[self.ids[i] for i in idx],
+            paths=None if self.paths is None else [self.paths[i] for i in idx],
+            images=None if self.images is None else self.images[idx],
+            boxes=None if self.boxes is None else self.boxes[idx],
+            soft_targets=None if self.soft_targets is None else self.soft_targets[idx],
+            target_mode=self.target_mode,
+            extras={k: [v[i] for i in idx] if isinstance(v, list) else v for k, v in self.extras.items()},
+            transform=self.transform,
+        )
+
+    def __repr__(self) -> str:
+        return f"FERDataset({self.name}/{self.split}, {len(self)} samples, classes={self.class_names})"
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset's splits (always ``train``, ``validation`` and ``test``, plus optional extra evaluation
+    splits such as ``occlusion``), its class names and how the validation split was obtained."""
+
+    name: str
+    class_names: list[str]
+    splits: dict[str, FERDataset]
+    validation_source: str
+    skipped: SkipLog = field(default_factory=SkipLog)
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, split: str) -> FERDataset:
+        if split not in self.splits:
+            raise KeyError(f"{self.name} has no split '{split}'; splits: {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per split: per-class counts and the total."""
+        return {s: {**ds.class_counts(), "total": len(ds)} for s, ds in self.splits.items()}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.name,
+            "class_names": self.class_names,
+            "validation_source": self.validation_source,
+            "counts": self.counts(),
+            "skipped": len(self.skipped.entries),
+            "notes": self.notes,
+        }
+
+
+def carve_validation(
+    train: FERDataset, fraction: float = 0.1, seed: int = 0, groups: Sequence[str] | None = None
+) -> tuple[FERDataset, FERDataset, str]:
+    """Split a stratified, seeded ``fraction`` of train off as validation.
+
+    With ``groups`` (e.g. CK+ subjects), whole groups move so no group is in both parts.
+    Returns (train, validation, a description recorded with the run).
+    """
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+    n = len(train)
+    if n < 2:
+        raise DatasetError(train.name, f"split '{train.split}' has {n} samples; cannot carve a validation split")
+    idx = np.arange(n)
+    if groups is not None:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        tr, va = next(splitter.split(idx, groups=list(groups)))
+        how = f"carved from train: {fraction:.0%} of subjects, seed {seed} (subject-independent)"
+    else:
+        counts = np.bincount(train.targets)
+        present = counts[counts > 0]
+        n_val = int(np.ceil(fraction * n))
+        can_stratify = present.min() >= 2 and len(present) <= n_val <= n - len(present)
+        stratify = train.targets if can_stratify else None
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+        kind = "stratified" if can_stratify else "not stratified (too few samples per class)"
+        how = f"carved from train: {fraction:.0%} {kind}, seed {seed}"
+    return train.subset(np.sort(tr), "train"), train.subset(np.sort(va), "validation"), how
