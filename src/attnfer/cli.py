@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -84,6 +85,107 @@ def models(
         h = r["input_size"]
         table.add_row(r["name"], f"{r['params']:,}", f"{r['gmacs']:.3f}", f"{h[0]}x{h[1]}x{h[2]}", r["paper"])
     console.print(table)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML recipe (configs/*.yaml).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Where to write the run (default: a new folder).")] = None,
+) -> None:
+    """Train with a recipe; ``--key.path value`` overrides any config key (e.g. --data.batch_size 16)."""
+    from .data import DatasetError
+    from .engine import ConfigError, load_config
+    from .engine import resume as resume_run
+    from .engine import train as train_run
+
+    try:
+        if resume:
+            out = resume_run(resume, ctx.args)
+        else:
+            if config is None:
+                _fail("give a recipe with --config (see configs/), or --resume RUN_DIR")
+            out = train_run(load_config(config, ctx.args), run_dir)
+    except (ConfigError, DatasetError) as e:
+        _fail(str(e))
+    console.print(f"run: {out}\nreport: {out / 'report.html'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[str, typer.Argument(help="A saved model directory (run/best, run/last).")],
+    data: Annotated[str, typer.Option("--data", help="Dataset format name.")] = "synthfer",
+    root: Annotated[str | None, typer.Option("--root", help="Dataset root (synthfer: cached default).")] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    option: Annotated[list[str], typer.Option("--option", "-o", help="Loader option key=value.")] = [],  # noqa: B006
+    out: Annotated[str | None, typer.Option(help="Write the JSON report here.")] = None,
+) -> None:
+    """Evaluate a saved model: accuracy, balanced accuracy, macro P/R/F1, per class, batch invariance."""
+    from .data import DatasetError
+    from .engine.config import TrainConfig
+    from .engine.data import FERDataModule, load_run_data
+    from .engine.evaluate import batch_invariance, classification_metrics, predict_loader, write_json
+    from .models import CheckpointError, load_model
+
+    try:
+        model = load_model(checkpoint)
+        cfg = TrainConfig()
+        cfg.data.name, cfg.data.root, cfg.data.options = data, root, _parse_options(option)
+        splits = load_run_data(cfg)
+        if model.class_names and list(model.class_names) != splits.class_names:
+            _fail(f"the model predicts {model.class_names} but {data} has classes {splits.class_names}")
+        dm = FERDataModule(cfg, splits, model.card)
+        probs, y = predict_loader(model, dm.eval_loader(split, shuffle_seed=0 if model.card.batch_dependent else None))
+    except (CheckpointError, DatasetError, ValueError, KeyError) as e:
+        _fail(str(e))
+    m = classification_metrics(y, probs.argmax(1), splits.class_names)
+    bi = batch_invariance(model, dm._dataset(split, train=False))
+    if model.card.batch_dependent:
+        console.print("[bold red]warning: attention='batch' model: predictions depend on batch-mates[/bold red]")
+    table = Table(title=f"{checkpoint} on {data}/{split} ({m['n']} images)")
+    for col in ("accuracy", "balanced acc", "macro P", "macro R", "macro F1", "batch-invariant"):
+        table.add_column(col, justify="right")
+    ok = "[green]yes[/green]" if bi["passed"] else f"[red]NO ({bi['changed_predictions']} changed)[/red]"
+    table.add_row(*(f"{m[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1")), ok)
+    console.print(table)
+    if out:
+        write_json(Path(out), {"checkpoint": checkpoint, "data": data, "split": split, **m, "batch_invariance": bi})
+
+
+@app.command()
+def report(run_dir: Annotated[str, typer.Argument(help="A run directory.")]) -> None:
+    """Render RUN_DIR/report.html: recipe, data, curves, confusion matrix, per class, samples with attention."""
+    from .engine.report import render_report
+
+    try:
+        console.print(f"report: {render_report(run_dir)}")
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+@app.command()
+def quickstart(
+    output_dir: Annotated[str, typer.Option(help="Where the run goes.")] = "runs",
+) -> None:
+    """The main job on the built-in default: SynthFER (cached), PAtt-Lite from scratch, evaluation, report."""
+    import time
+
+    from importlib.resources import files
+
+    from .engine import load_config
+    from .engine import train as train_run
+
+    t = time.perf_counter()
+    recipe = files("attnfer") / "configs" / "quickstart.yaml"
+    cfg = load_config(str(recipe), {"output_dir": output_dir})
+    run = train_run(cfg)
+    ev = json.loads((run / "evaluation.json").read_text())["checkpoints"]["best"]
+    console.print(f"quickstart finished in {(time.perf_counter() - t) / 60:.1f} min")
+    for split in ("test", "occlusion", "pose_30", "pose_45"):
+        if split in ev:
+            console.print(f"  {split:<10} accuracy {ev[split]['accuracy']:.4f}  balanced {ev[split]['balanced_accuracy']:.4f}")
+    console.print(f"report: {run / 'report.html'}")
 
 
 data_app = typer.Typer(help="Datasets: generate SynthFER, inspect and compile real datasets.", no_args_is_help=True)

@@ -1,0 +1,143 @@
+"""The LightningModule: losses, metrics and optimisers of the recipes."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..models import FERAttLoss, FERAttOutput, logits_of
+from .config import PhaseConfig, TrainConfig
+
+__all__ = ["FERModule", "apply_phase_model_settings"]
+
+
+def apply_phase_model_settings(model: nn.Module, settings: dict) -> None:
+    """Per-phase model settings: backbone freezing and dropout rates (PAtt-Lite's two graphs)."""
+    settings = dict(settings)
+    if "unfreeze_last_n" in settings or "freeze_backbone" in settings:
+        if not hasattr(model, "set_backbone_trainable"):
+            raise ValueError(f"{type(model).__name__} has no backbone freezing options")
+        model.set_backbone_trainable(
+            settings.pop("freeze_backbone", getattr(model, "freeze_backbone", True)),
+            settings.pop("unfreeze_last_n", 0),
+        )
+    for key, value in settings.items():  # dropout rates: attribute name -> module with .p
+        module = getattr(model, {"drop_rate": "drop", "spatial_drop_rate": "spatial_drop",
+                                 "attn_drop_rate": "attn_drop"}.get(key, key), None)  # fmt: skip
+        if module is None or not hasattr(module, "p"):
+            raise ValueError(f"phase model setting '{key}' does not match a dropout of {type(model).__name__}")
+        module.p = float(value)
+
+
+class FERModule(L.LightningModule):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, class_weights: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.num_classes = model.num_classes
+        self.phase: PhaseConfig = cfg.phases[0]
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(0))
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_bacc = MulticlassAccuracy(self.num_classes, average="macro")
+        self.feratt_loss = FERAttLoss(self.num_classes, label_smoothing=cfg.label_smoothing,
+                                      **{f"{k}_weight": v for k, v in cfg.loss.items()})  # fmt: skip
+
+    def set_phase(self, phase: PhaseConfig) -> None:
+        self.phase = phase
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x)
+
+    def _loss(self, out, y, x_org=None) -> tuple[torch.Tensor, dict]:
+        if isinstance(out, FERAttOutput):
+            parts = self.feratt_loss(out, y, x_org)
+            return parts["loss"], {k: v.detach() for k, v in parts.items() if k != "loss"}
+        weight = self.class_weights if self.phase.class_weights and self.class_weights.numel() else None
+        return F.cross_entropy(out, y, weight=weight, label_smoothing=self.cfg.label_smoothing), {}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, *rest = batch
+        if self.cfg.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        loss, parts = self._loss(out, y, rest[0] if rest else None)
+        hard = y if y.dim() == 1 else y.argmax(1)
+        self.train_acc(logits_of(out).detach(), hard)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y, *rest = batch
+        out = self.model(x)
+        loss, _ = self._loss(out, y, rest[0] if rest else None)
+        logits = logits_of(out)
+        self.val_acc(logits, y)
+        self.val_bacc(logits, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=len(x), sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("val/bacc", self.val_bacc, on_epoch=True, batch_size=len(x))
+
+    # ---- optimisers ----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o, s = self.phase.optim, self.phase.schedule
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if o.name == "adam":
+            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.name == "adamw":
+            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.name == "sgd":
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            raise ValueError(f"optim.name must be adam, adamw or sgd, got {o.name!r}")
+        if s.name == "none":
+            return opt
+        if s.name == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max" if s.monitor.endswith("acc") else "min", factor=s.factor, patience=s.patience,
+                threshold=s.min_delta, threshold_mode="abs", min_lr=s.min_lr,
+            )  # fmt: skip
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": s.monitor, "interval": "epoch"}}
+        if s.name == "inverse_time":  # Keras InverseTimeDecay(lr, decay_steps, 1) applied per epoch
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 / (1.0 + e / s.decay_epochs))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        total = int(self.trainer.estimated_stepping_batches)
+        if s.name == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=s.min_lr)
+        elif s.name == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=max(2, total),
+                                                        pct_start=s.warmup_fraction)  # fmt: skip
+        else:
+            raise ValueError(f"schedule.name must be none, plateau, inverse_time, cosine or onecycle, got {s.name!r}")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if self.phase.optim.clip_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.phase.optim.clip_norm, gradient_clip_algorithm="norm")
+
+    # ---- exact resume: the RNG states travel with the checkpoint --------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["attnfer_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("attnfer_rng")
+
+    def on_train_epoch_start(self) -> None:
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            np.random.set_state(state["numpy"])
+            random.setstate(state["python"])
+            self._rng_to_restore = None
