@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 from safetensors.torch import load_file, save_file
 
-__all__ = ["SafetensorsCheckpoint", "save_model_dir"]
+__all__ = ["SafetensorsCheckpoint", "StopAfterEpochs", "save_model_dir"]
 
 
 def save_model_dir(model: Any, directory: Path, metrics: dict[str, Any]) -> None:
@@ -79,3 +79,16 @@ class SafetensorsCheckpoint(L.Callback):
         self.best = state_dict["best"]
         self.phase_best = state_dict["phase_best"]
         self.best_epoch = state_dict["best_epoch"]
+
+
+class StopAfterEpochs(L.Callback):
+    """End ``fit`` after ``n`` epochs of this invocation (the checkpoints are written first) for a later resume."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen, self.stopped = n, 0, False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen += 1
+        if self.seen >= self.n and trainer.current_epoch + 1 < trainer.max_epochs:
+            trainer.should_stop = True
+            self.stopped = True

@@ -129,6 +129,8 @@ class TrainerConfig:
     limit_val_batches: float | int = 1.0
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    #: end this invocation after N epochs as if interrupted, checkpointed for --resume (time-sliced/preemptible jobs)
+    stop_after_epochs: int | None = None
 
 
 @dataclass
@@ -182,6 +184,11 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
@@ -221,6 +228,8 @@ def _set_path(raw: dict, path: str, value: Any) -> None:
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{path}: index {part} out of range (the list has {len(node)} items)")
             node = node[int(part)]
         else:
             node = node.setdefault(part, {} if not parts[i + 1].isdigit() else [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,11 @@ def to_augment(a: AugmentConfig) -> Augment:
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch), so an interrupted run resumes with the same order.
+    """Per-epoch seeded order that carries the epoch with each index, so an interrupted run resumes exactly.
 
-    Lightning calls ``set_epoch`` on samplers that have it. With ``weights`` it draws with replacement
+    Lightning calls ``set_epoch`` on samplers that have it. The order is a permutation seeded by (seed, epoch);
+    each yielded index is ``epoch * n + i`` so that :class:`SeededAugmentation` can seed sample i's augmentation
+    from (seed, epoch, i), whatever process or worker draws it. With ``weights`` it draws with replacement
     proportionally to them (the class-balanced sampler). Under DDP each rank takes every world_size-th index.
     """
 
@@ -73,10 +76,33 @@ class EpochShuffleSampler(Sampler[int]):
             order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         else:
             order = torch.randperm(self.n, generator=g)
-        return iter(order[self.rank :: self.world].tolist())
+        return iter((order[self.rank :: self.world] + self.epoch * self.n).tolist())
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world))
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Training samples whose random augmentation is a pure function of (seed, epoch, index).
+
+    Indices come from :class:`EpochShuffleSampler` as ``epoch * n + i``. Each draw runs under a forked RNG seeded
+    from (seed, epoch, i): results do not depend on the number of DataLoader workers nor on what ran before, which
+    is what makes resuming exact.
+    """
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset, self.seed, self.n = dataset, seed, len(dataset)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int):
+        epoch, i = divmod(int(k), self.n)
+        sample_seed = (self.seed * 1_000_003 + epoch * 100_003 + i) % (2**63)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            return self.dataset[i]
 
 
 class FERDataModule(L.LightningDataModule):
@@ -117,7 +143,7 @@ class FERDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = EpochShuffleSampler(len(ds), self.cfg.seed, weights, rank, world)
-        return self._loader(ds, self.cfg.data.batch_size, sampler)
+        return self._loader(SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("validation", train=False), self.cfg.data.eval_batch_size)

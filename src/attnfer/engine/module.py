@@ -123,21 +123,10 @@ class FERModule(L.LightningModule):
         if self.phase.optim.clip_norm:
             self.clip_gradients(optimizer, gradient_clip_val=self.phase.optim.clip_norm, gradient_clip_algorithm="norm")
 
-    # ---- exact resume: the RNG states travel with the checkpoint --------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["attnfer_rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._rng_to_restore = checkpoint.get("attnfer_rng")
-
-    def on_train_epoch_start(self) -> None:
-        state = getattr(self, "_rng_to_restore", None)
-        if state is not None:
-            torch.set_rng_state(state["torch"])
-            np.random.set_state(state["numpy"])
-            random.setstate(state["python"])
-            self._rng_to_restore = None
+    # ---- exact resume: the randomness of a step is a function of (seed, step) -------------------
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Reseed before each step, so dropout depends on the global step only and a resumed run matches."""
+        step_seed = (self.cfg.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63)
+        torch.manual_seed(step_seed)
+        np.random.seed(step_seed % (2**32))
+        random.seed(step_seed)

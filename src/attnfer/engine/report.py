@@ -33,19 +33,21 @@ def _curves(run_dir: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, list[tuple[int, float]]] = {}
+    series: dict[str, dict[int, float]] = {}
     offset = 0
-    for log in sorted((run_dir / "logs").glob("phase*/metrics.csv")):
+    phases = sorted({p.parent.name.split("-")[0] for p in (run_dir / "logs").glob("phase*/metrics.csv")})
+    for phase in phases:
         last_epoch = -1
-        with log.open() as f:
-            for row in csv.DictReader(f):
-                if not row.get("epoch"):
-                    continue
-                e = int(row["epoch"]) + offset
-                last_epoch = max(last_epoch, int(row["epoch"]))
-                for key in ("train/loss_epoch", "val/loss", "train/acc", "val/acc"):
-                    if row.get(key):
-                        series.setdefault(key, []).append((e, float(row[key])))
+        # the first part of a phase, then the parts logged after each resume (epochs are absolute in a phase)
+        for log in sorted((run_dir / "logs").glob(f"{phase}*/metrics.csv"), key=lambda p: (len(p.parent.name), p)):
+            with log.open() as f:
+                for row in csv.DictReader(f):
+                    if not row.get("epoch"):
+                        continue
+                    last_epoch = max(last_epoch, int(row["epoch"]))
+                    for key in ("train/loss_epoch", "val/loss", "train/acc", "val/acc"):
+                        if row.get(key):
+                            series.setdefault(key, {})[int(row["epoch"]) + offset] = float(row[key])
         offset += last_epoch + 1
     if not series:
         return None
@@ -53,7 +55,7 @@ def _curves(run_dir: Path):
     for key, ax in (("loss", axes[0]), ("acc", axes[1])):
         for name, pts in series.items():
             if name.split("/")[1].startswith(key):
-                xs, ys = zip(*sorted(dict(pts).items()), strict=True)
+                xs, ys = zip(*sorted(pts.items()), strict=True)
                 ax.plot(xs, ys, marker="o", ms=3, label=name.replace("_epoch", ""))
         ax.set_xlabel("epoch (all phases)")
         ax.set_title(key)

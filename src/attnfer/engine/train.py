@@ -13,6 +13,7 @@ Run directory layout::
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from .. import __version__
 from ..data.sampling import class_weights
 from ..models import create_model, load_model
-from .callbacks import SafetensorsCheckpoint
+from .callbacks import SafetensorsCheckpoint, StopAfterEpochs
 from .config import TrainConfig, load_config, to_dict
 from .data import FERDataModule, load_run_data
 from .evaluate import batch_invariance, classification_metrics, plot_confusion, predict_loader, write_json
@@ -61,6 +62,11 @@ def _environment() -> dict[str, Any]:
 
 def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epochs: int) -> L.Trainer:
     t, phase = cfg.trainer, cfg.phases[k]
+    version = f"phase{k}"
+    n = 1
+    while (run_dir / "logs" / version / "metrics.csv").exists():  # a resumed phase logs beside the first part
+        version = f"phase{k}-resume{n}"
+        n += 1
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=max_epochs,
@@ -70,17 +76,18 @@ def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epoch
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
         use_distributed_sampler=False, enable_model_summary=False, callbacks=callbacks,
-        logger=[CSVLogger(run_dir, name="logs", version=f"phase{k}"),
-                TensorBoardLogger(run_dir, name="tb", version=f"phase{k}", default_hp_metric=False)],
+        logger=[CSVLogger(run_dir, name="logs", version=version),
+                TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)],
     )  # fmt: skip
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = False) -> Path:
     """Train every phase of ``cfg``, then evaluate on test; returns the run directory."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if run_dir is None:
-        run_dir = Path(cfg.output_dir) / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if run_dir is None:  # DDP children re-run the command: they inherit rank 0's run directory
+        run_dir = os.environ.get("ATTNFER_RUN_DIR") or Path(cfg.output_dir) / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(run_dir)
+    os.environ["ATTNFER_RUN_DIR"] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if _resume and state_path.is_file() else {"completed_phases": []}
@@ -129,6 +136,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
             callbacks.append(
                 EarlyStopping(monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode=es.mode)
             )
+        slicer = StopAfterEpochs(cfg.trainer.stop_after_epochs) if cfg.trainer.stop_after_epochs else None
+        if slicer is not None:
+            callbacks.append(slicer)
         if cfg.trainer.ema_decay:
             from lightning.pytorch.callbacks import EMAWeightAveraging
 
@@ -138,6 +148,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
         trainer.fit(module, dm, ckpt_path=str(ckpt) if resuming_phase else None)
         if trainer.interrupted:
             raise KeyboardInterrupt(f"training interrupted; continue with: attnfer train --resume {run_dir}")
+        if slicer is not None and slicer.stopped:
+            return run_dir  # checkpointed; `attnfer train --resume RUN_DIR` continues
         trainer.strategy.barrier()
         if es is not None and es.restore_best:
             checkpoint_cb.restore_phase_best(module)
