@@ -89,8 +89,10 @@ def main() -> None:
                 ips = throughput(ds, args.batches)
                 rows.append({"loader": name, "transform": label, "images_per_s": round(ips, 1)})
         results["throughput"] = rows
-    print(f"FER2013 parse, 35,887 rows: {results['fer2013_parse_s']:.2f} s;  compile {args.n} JPEGs: "
-          f"{results['compile_s']:.1f} s")  # fmt: skip
+    print(
+        f"FER2013 parse, 35,887 rows: {results['fer2013_parse_s']:.2f} s;  compile {args.n} JPEGs: "
+        f"{results['compile_s']:.1f} s"
+    )
     print(f"{'loader':<22}{'transform':<12}{'images/s':>10}")
     for r in rows:
         print(f"{r['loader']:<22}{r['transform']:<12}{r['images_per_s']:>10.0f}")

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from attnfer.cli import app
 from attnfer.engine import ConfigError, load_config, resume, train
 from attnfer.engine.evaluate import batch_invariance, classification_metrics
+from conftest import build
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 RECIPES = sorted(p.name for p in CONFIGS.glob("*.yaml"))
@@ -45,11 +45,21 @@ def _fresh_run_dir_env():
 def tiny(tmp_path, n=70, **extra):
     """Overrides that turn any recipe into a seconds-long run on a tiny SynthFER set."""
     o = {
-        "output_dir": str(tmp_path), "data.name": "synthfer", "data.root": None, "data.options": {},
-        "data.synth_n": n, "data.synth_size": 64, "data.batch_size": 8, "data.eval_batch_size": 32,
-        "data.num_workers": 0, "model.pretrained": False, "trainer.progress_bar": False,
-        "trainer.log_every_n_steps": 1, "evaluate_batch_invariance": True, "report_samples": 2,
-    }  # fmt: skip
+        "output_dir": str(tmp_path),
+        "data.name": "synthfer",
+        "data.root": None,
+        "data.options": {},
+        "data.synth_n": n,
+        "data.synth_size": 64,
+        "data.batch_size": 8,
+        "data.eval_batch_size": 32,
+        "data.num_workers": 0,
+        "model.pretrained": False,
+        "trainer.progress_bar": False,
+        "trainer.log_every_n_steps": 1,
+        "evaluate_batch_invariance": True,
+        "report_samples": 2,
+    }
     o.update(extra)
     return o
 
@@ -59,12 +69,43 @@ def epoch_losses(run_dir: Path, phase: int = 0) -> list[float]:
         return [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]
 
 
+@pytest.fixture(scope="module")
+def calibrated_mobilenetv1(tiny_cache, tmp_path_factory):
+    """Stand-in for ImageNet MobileNetV1 weights offline: random timm weights with BatchNorm statistics
+    calibrated on SynthFER images. PAtt-Lite's phase 1 trains only the head on a frozen trunk; on an uncalibrated
+    random trunk its features are ~1e-5 and nearly constant, so there would be nothing to learn."""
+    import timm
+
+    import attnfer
+    from attnfer.data import load_dataset
+    from attnfer.data.transforms import build_transform
+    from attnfer.engine.data import synthfer_root
+
+    ds = load_dataset("synthfer", synthfer_root(70, 64, 0))["train"]
+    tf = build_transform(attnfer.create_model("patt_lite").card)
+    x = torch.stack([tf(ds[i][0]) for i in range(32)])
+    net = timm.create_model("mobilenetv1_100")
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batch
+            m.reset_running_stats()
+    with torch.no_grad():
+        net.train()(x)
+    path = tmp_path_factory.mktemp("weights") / "mobilenetv1_calibrated.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(net.state_dict(), str(path))
+    return path
+
+
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_every_recipe_trains_briefly_with_decreasing_loss(recipe, tmp_path, tiny_cache):
+def test_every_recipe_trains_briefly_with_decreasing_loss(recipe, tmp_path, tiny_cache, calibrated_mobilenetv1):
     cfg = load_config(CONFIGS / recipe)
     over = tiny(tmp_path)
+    if cfg.model.name == "patt_lite" and cfg.model.kwargs.get("freeze_backbone", True):
+        over["model.pretrained"] = str(calibrated_mobilenetv1)
     for k in range(len(cfg.phases)):
         over[f"phases.{k}.epochs"] = 2 if k == 0 else 1
         over[f"phases.{k}.max_minutes"] = None
@@ -84,10 +125,13 @@ def test_every_recipe_trains_briefly_with_decreasing_loss(recipe, tmp_path, tiny
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_cache):
     over = tiny(tmp_path, **{"phases.0.epochs": 3, "phases.0.max_minutes": None, "evaluate_batch_invariance": False})
-    full = train(load_config(CONFIGS / "quickstart.yaml", {**over, "trainer.precision": "32-true"}),
-                 tmp_path / "full")  # fmt: skip
-    part = train(load_config(CONFIGS / "quickstart.yaml", {**over, "trainer.precision": "32-true",
-                                                          "trainer.stop_after_epochs": 1}), tmp_path / "part")  # fmt: skip
+    full = train(load_config(CONFIGS / "quickstart.yaml", {**over, "trainer.precision": "32-true"}), tmp_path / "full")
+    part = train(
+        load_config(
+            CONFIGS / "quickstart.yaml", {**over, "trainer.precision": "32-true", "trainer.stop_after_epochs": 1}
+        ),
+        tmp_path / "part",
+    )
     assert not (part / "evaluation.json").exists()  # stopped after epoch 1 of 3
     assert json.loads((part / "last" / "metrics.json").read_text())["epoch"] == 0
     resume(part, ["--trainer.stop_after_epochs", "null"])
@@ -114,7 +158,12 @@ def test_metrics_agree_with_hand_computed_values():
     assert m["macro_recall"] == pytest.approx((1 / 2 + 1 + 2 / 3) / 3)
     assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 2]]
-    assert m["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert m["per_class"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
     # torchmetrics (what Lightning logs during validation) agrees with the report's numbers
     from torchmetrics.classification import MulticlassAccuracy
 
@@ -160,9 +209,23 @@ def test_two_process_cpu_ddp_trains_and_checkpoints(tmp_path, tiny_cache):
     run = tmp_path / "ddp"
     over = tiny(tmp_path, n=70)
     args = [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in over.items() if v is not None]
-    cmd = [sys.executable, "-m", "attnfer", "train", "-c", str(CONFIGS / "quickstart.yaml"), "--run-dir", str(run),
-           *args, "--phases.0.epochs=1", "--phases.0.max_minutes=null", "--trainer.accelerator=cpu",
-           "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.precision=32-true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "attnfer",
+        "train",
+        "-c",
+        str(CONFIGS / "quickstart.yaml"),
+        "--run-dir",
+        str(run),
+        *args,
+        "--phases.0.epochs=1",
+        "--phases.0.max_minutes=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.precision=32-true",
+    ]
     env = {**os.environ, "ATTNFER_CACHE": str(tiny_cache)}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

@@ -92,7 +92,9 @@ def train(
     ctx: typer.Context,
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML recipe (configs/*.yaml).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
-    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Where to write the run (default: a new folder).")] = None,
+    run_dir: Annotated[
+        str | None, typer.Option("--run-dir", help="Where to write the run (default: a new folder).")
+    ] = None,
 ) -> None:
     """Train with a recipe; ``--key.path value`` overrides any config key (e.g. --data.batch_size 16)."""
     from .data import DatasetError
@@ -147,7 +149,9 @@ def evaluate(
     for col in ("accuracy", "balanced acc", "macro P", "macro R", "macro F1", "batch-invariant"):
         table.add_column(col, justify="right")
     ok = "[green]yes[/green]" if bi["passed"] else f"[red]NO ({bi['changed_predictions']} changed)[/red]"
-    table.add_row(*(f"{m[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1")), ok)
+    table.add_row(
+        *(f"{m[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1")), ok
+    )
     console.print(table)
     if out:
         write_json(Path(out), {"checkpoint": checkpoint, "data": data, "split": split, **m, "batch_invariance": bi})
@@ -170,7 +174,6 @@ def quickstart(
 ) -> None:
     """The main job on the built-in default: SynthFER (cached), PAtt-Lite from scratch, evaluation, report."""
     import time
-
     from importlib.resources import files
 
     from .engine import load_config
@@ -184,7 +187,9 @@ def quickstart(
     console.print(f"quickstart finished in {(time.perf_counter() - t) / 60:.1f} min")
     for split in ("test", "occlusion", "pose_30", "pose_45"):
         if split in ev:
-            console.print(f"  {split:<10} accuracy {ev[split]['accuracy']:.4f}  balanced {ev[split]['balanced_accuracy']:.4f}")
+            console.print(
+                f"  {split:<10} accuracy {ev[split]['accuracy']:.4f}  balanced {ev[split]['balanced_accuracy']:.4f}"
+            )
     console.print(f"report: {run / 'report.html'}")
 
 

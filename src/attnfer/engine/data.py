@@ -120,8 +120,15 @@ class FERDataModule(L.LightningDataModule):
             from ..data.compositing import CompositingDataset
 
             size = self.card.input_size[-1]
-            return CompositingDataset(ds, self.cfg.data.backgrounds, size=size, train=train, seed=self.cfg.seed,
-                                      mean=tuple(self.card.mean), std=tuple(self.card.std))  # fmt: skip
+            return CompositingDataset(
+                ds,
+                self.cfg.data.backgrounds,
+                size=size,
+                train=train,
+                seed=self.cfg.seed,
+                mean=tuple(self.card.mean),
+                std=tuple(self.card.std),
+            )
         ds = ds.subset(np.arange(len(ds)))  # own copy: transforms differ between loaders
         ds.transform = build_transform(self.card, train=train, augment=self.augment)
         return ds
@@ -129,9 +136,14 @@ class FERDataModule(L.LightningDataModule):
     def _loader(self, ds, batch_size: int, sampler=None) -> DataLoader:
         workers = self.cfg.data.num_workers
         return DataLoader(
-            ds, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=False,
-            pin_memory=torch.cuda.is_available(), drop_last=False,
-        )  # fmt: skip
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         ds = self._dataset("train", train=True)

@@ -29,14 +29,14 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: str = "cp
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro precision/recall/F1, per-class table, confusion matrices (scikit-learn)."""
+    import warnings
+
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
         confusion_matrix,
         precision_recall_fscore_support,
     )
-
-    import warnings
 
     labels = list(range(len(class_names)))
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
@@ -47,7 +47,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
         cm_norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
     present = np.unique(y_true)
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else float("nan"),
         "macro_precision": float(mp),
@@ -62,8 +62,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     }
 
 
-def batch_invariance(model: torch.nn.Module, dataset: Any, max_samples: int = 512, device: str = "cpu",
-                     large_batch: int = 64) -> dict[str, Any]:  # fmt: skip
+def batch_invariance(
+    model: torch.nn.Module, dataset: Any, max_samples: int = 512, device: str = "cpu", large_batch: int = 64
+) -> dict[str, Any]:
     """Accuracy at batch size 1 vs ``large_batch`` on the same samples (shuffled, fixed seed).
 
     A model whose predictions depend on the batch (PAtt-Lite's original attention) fails: its accuracy and
@@ -98,8 +99,15 @@ def plot_confusion(cm_norm: list[list[float]], class_names: list[str], path: Pat
     ax.set_yticks(range(len(class_names)), class_names)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if cm[i, j] > 0.5 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if cm[i, j] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)

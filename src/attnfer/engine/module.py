@@ -28,8 +28,11 @@ def apply_phase_model_settings(model: nn.Module, settings: dict) -> None:
             settings.pop("unfreeze_last_n", 0),
         )
     for key, value in settings.items():  # dropout rates: attribute name -> module with .p
-        module = getattr(model, {"drop_rate": "drop", "spatial_drop_rate": "spatial_drop",
-                                 "attn_drop_rate": "attn_drop"}.get(key, key), None)  # fmt: skip
+        module = getattr(
+            model,
+            {"drop_rate": "drop", "spatial_drop_rate": "spatial_drop", "attn_drop_rate": "attn_drop"}.get(key, key),
+            None,
+        )
         if module is None or not hasattr(module, "p"):
             raise ValueError(f"phase model setting '{key}' does not match a dropout of {type(model).__name__}")
         module.p = float(value)
@@ -45,8 +48,9 @@ class FERModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_bacc = MulticlassAccuracy(self.num_classes, average="macro")
-        self.feratt_loss = FERAttLoss(self.num_classes, label_smoothing=cfg.label_smoothing,
-                                      **{f"{k}_weight": v for k, v in cfg.loss.items()})  # fmt: skip
+        self.feratt_loss = FERAttLoss(
+            self.num_classes, label_smoothing=cfg.label_smoothing, **{f"{k}_weight": v for k, v in cfg.loss.items()}
+        )
 
     def set_phase(self, phase: PhaseConfig) -> None:
         self.phase = phase
@@ -102,9 +106,14 @@ class FERModule(L.LightningModule):
             return opt
         if s.name == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="max" if s.monitor.endswith("acc") else "min", factor=s.factor, patience=s.patience,
-                threshold=s.min_delta, threshold_mode="abs", min_lr=s.min_lr,
-            )  # fmt: skip
+                opt,
+                mode="max" if s.monitor.endswith("acc") else "min",
+                factor=s.factor,
+                patience=s.patience,
+                threshold=s.min_delta,
+                threshold_mode="abs",
+                min_lr=s.min_lr,
+            )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": s.monitor, "interval": "epoch"}}
         if s.name == "inverse_time":  # Keras InverseTimeDecay(lr, decay_steps, 1) applied per epoch
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 / (1.0 + e / s.decay_epochs))
@@ -113,8 +122,9 @@ class FERModule(L.LightningModule):
         if s.name == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=s.min_lr)
         elif s.name == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=max(2, total),
-                                                        pct_start=s.warmup_fraction)  # fmt: skip
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=o.lr, total_steps=max(2, total), pct_start=s.warmup_fraction
+            )
         else:
             raise ValueError(f"schedule.name must be none, plateau, inverse_time, cosine or onecycle, got {s.name!r}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

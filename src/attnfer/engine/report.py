@@ -130,9 +130,14 @@ def _samples(run_dir: Path, n: int) -> str | None:
         with torch.no_grad():
             p = logits_of(model(x)).softmax(1)[0]
         pred, true = test.class_names[int(p.argmax())], test.class_names[int(test.targets[i])]
-        shown = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float(),
-                                                           size=x.shape[-2:], mode="bilinear")[0].permute(1, 2, 0)
-                           .clamp(0, 255).byte())  # fmt: skip
+        shown = np.asarray(
+            torch.nn.functional.interpolate(
+                torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float(), size=x.shape[-2:], mode="bilinear"
+            )[0]
+            .permute(1, 2, 0)
+            .clamp(0, 255)
+            .byte()
+        )
         ax.imshow(shown)
         att = attention_overlay(model, x)
         if att is not None:
@@ -162,10 +167,13 @@ def render_report(run_dir: str | Path, samples: int | None = None) -> Path:
         json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").is_file() else {}
     )
     env = json.loads((run_dir / "environment.json").read_text()) if (run_dir / "environment.json").is_file() else {}
-    parts = [f"<h1>attnfer run: {html.escape(run_dir.name)}</h1>",
-             f"<p>model <b>{html.escape(config['model']['name'])}</b> on <b>{html.escape(config['data']['name'])}</b>; "
-             f"attnfer {env.get('attnfer', '?')}, torch {env.get('torch', '?')}, device {html.escape(str(env.get('device', '?')))}, "
-             f"commit {env.get('git_commit') or 'n/a'}</p>"]  # fmt: skip
+    parts = [
+        f"<h1>attnfer run: {html.escape(run_dir.name)}</h1>",
+        f"<p>model <b>{html.escape(config['model']['name'])}</b> on <b>{html.escape(config['data']['name'])}</b>; "
+        f"attnfer {env.get('attnfer', '?')}, torch {env.get('torch', '?')}, "
+        f"device {html.escape(str(env.get('device', '?')))}, "
+        f"commit {env.get('git_commit') or 'n/a'}</p>",
+    ]
     for which, entry in evaluation.get("checkpoints", {}).items():
         if entry.get("batch_dependent"):
             parts.append(f"<p class='red'><b>Warning ({which}):</b> {html.escape(entry.get('warning', ''))}</p>")
@@ -174,8 +182,18 @@ def render_report(run_dir: str | Path, samples: int | None = None) -> Path:
     for which, entry in evaluation.get("checkpoints", {}).items():
         for split, m in entry.items():
             if isinstance(m, dict) and "accuracy" in m:
-                rows.append([which, split, m["n"], f"{m['accuracy']:.4f}", f"{m['balanced_accuracy']:.4f}",
-                             f"{m['macro_precision']:.4f}", f"{m['macro_recall']:.4f}", f"{m['macro_f1']:.4f}"])  # fmt: skip
+                rows.append(
+                    [
+                        which,
+                        split,
+                        m["n"],
+                        f"{m['accuracy']:.4f}",
+                        f"{m['balanced_accuracy']:.4f}",
+                        f"{m['macro_precision']:.4f}",
+                        f"{m['macro_recall']:.4f}",
+                        f"{m['macro_f1']:.4f}",
+                    ]
+                )
     parts.append("<h2>Results</h2><p>" + html.escape(evaluation.get("selection", "")) + "</p>")
     parts.append(
         _table(rows, ["checkpoint", "split", "n", "accuracy", "balanced acc", "macro P", "macro R", "macro F1"])
@@ -184,25 +202,32 @@ def render_report(run_dir: str | Path, samples: int | None = None) -> Path:
         bi = entry.get("batch_invariance")
         if bi:
             cls = "green" if bi["passed"] else "red"
-            parts.append(f"<p class='{cls}'>Batch invariance ({which}): accuracy at batch 1 = {bi['accuracy_batch_1']:.4f}, "
-                         f"at batch 64 = {bi.get('accuracy_batch_64', float('nan')):.4f}, changed predictions "
-                         f"{bi['changed_predictions']} of {bi['samples']}: {'passed' if bi['passed'] else 'FAILED'}</p>")  # fmt: skip
+            parts.append(
+                f"<p class='{cls}'>Batch invariance ({which}): accuracy at batch 1 = {bi['accuracy_batch_1']:.4f}, "
+                f"at batch 64 = {bi.get('accuracy_batch_64', float('nan')):.4f}, changed predictions "
+                f"{bi['changed_predictions']} of {bi['samples']}: {'passed' if bi['passed'] else 'FAILED'}</p>"
+            )
     if (run_dir / "confusion_best_test.png").is_file():
         parts.append(
             f"<h2>Confusion matrix (best, test)</h2><img src='{_file_png(run_dir / 'confusion_best_test.png')}'>"
         )
     best_test = evaluation.get("checkpoints", {}).get("best", {}).get("test")
     if best_test:
-        pc = [[name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
-              for name, v in best_test["per_class"].items()]  # fmt: skip
+        pc = [
+            [name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
+            for name, v in best_test["per_class"].items()
+        ]
         parts.append("<h2>Per class (best, test)</h2>" + _table(pc, ["class", "precision", "recall", "F1", "support"]))
     curves = _curves(run_dir)
     if curves:
         parts.append(f"<h2>Training curves</h2><img src='{curves}'>")
     sample_png = _samples(run_dir, config.get("report_samples", 12) if samples is None else samples)
     if sample_png:
-        parts.append("<h2>Sample test predictions with attention</h2>"
-                     f"<p>overlay: attention over the 2x2 patch tokens (PAtt-Lite, SA-FER) or FERAtt's map</p><img src='{sample_png}'>")  # fmt: skip
+        parts.append(
+            "<h2>Sample test predictions with attention</h2>"
+            "<p>overlay: attention over the 2x2 patch tokens (PAtt-Lite, SA-FER) or FERAtt's map</p>"
+            f"<img src='{sample_png}'>"
+        )
     if data:
         counts = data.get("counts", {})
         classes = data.get("class_names", [])
@@ -212,10 +237,13 @@ def render_report(run_dir: str | Path, samples: int | None = None) -> Path:
         for note in data.get("notes", []):
             parts.append(f"<p>{html.escape(note)}</p>")
     parts.append("<h2>Recipe</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222} table{border-collapse:collapse;"
-             "margin:.5em 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} .red{color:#b00}"
-             ".green{color:#070} pre{background:#f6f6f6;padding:1em;font-size:12px} img{max-width:100%}")  # fmt: skip
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>attnfer report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222} table{border-collapse:collapse;"
+        "margin:.5em 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} .red{color:#b00}"
+        ".green{color:#070} pre{background:#f6f6f6;padding:1em;font-size:12px} img{max-width:100%}"
+    )
+    head = f"<meta charset='utf-8'><title>attnfer report</title><style>{style}</style>"
+    page = f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>"
     out = run_dir / "report.html"
     tmp = out.with_name("report.html.tmp")
     tmp.write_text(page)

@@ -43,8 +43,12 @@ __all__ = ["evaluate_run", "resume", "train"]
 
 def _environment() -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None  # fmt: skip
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     import lightning
@@ -52,12 +56,19 @@ def _environment() -> dict[str, Any]:
     import torchvision
 
     return {
-        "attnfer": __version__, "git_commit": commit, "python": sys.version.split()[0], "platform": platform.platform(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-        "lightning": lightning.__version__, "cuda": torch.cuda.is_available(),
+        "attnfer": __version__,
+        "git_commit": commit,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "cuda": torch.cuda.is_available(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(), "command": sys.argv,
-    }  # fmt: skip
+        "cpu_threads": torch.get_num_threads(),
+        "command": sys.argv,
+    }
 
 
 def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epochs: int) -> L.Trainer:
@@ -71,21 +82,35 @@ def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epoch
         default_root_dir=run_dir,
         max_epochs=max_epochs,
         max_time={"minutes": phase.max_minutes} if phase.max_minutes else None,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches, deterministic=t.deterministic,
-        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
-        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar, num_sanity_val_steps=0,
-        use_distributed_sampler=False, enable_model_summary=False, callbacks=callbacks,
-        logger=[CSVLogger(run_dir, name="logs", version=version),
-                TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False)],
-    )  # fmt: skip
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        deterministic=t.deterministic,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(run_dir, name="logs", version=version),
+            TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False),
+        ],
+    )
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = False) -> Path:
     """Train every phase of ``cfg``, then evaluate on test; returns the run directory."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if run_dir is None:  # DDP children re-run the command: they inherit rank 0's run directory
-        run_dir = os.environ.get("ATTNFER_RUN_DIR") or Path(cfg.output_dir) / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = (
+            os.environ.get("ATTNFER_RUN_DIR") or Path(cfg.output_dir) / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        )
     run_dir = Path(run_dir)
     os.environ["ATTNFER_RUN_DIR"] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +124,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
     write_json(run_dir / "data.json", data.summary())
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        model = create_model(cfg.model.name, num_classes=len(data.class_names), pretrained=cfg.model.pretrained,
-                             class_names=data.class_names, **cfg.model.kwargs)  # fmt: skip
+        model = create_model(
+            cfg.model.name,
+            num_classes=len(data.class_names),
+            pretrained=cfg.model.pretrained,
+            class_names=data.class_names,
+            **cfg.model.kwargs,
+        )
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     module = FERModule(model, cfg, class_weights(data["train"]))
@@ -156,8 +186,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
         if trainer.is_global_zero:
             from safetensors.torch import save_file
 
-            save_file({k2: v.detach().contiguous().cpu() for k2, v in model.state_dict().items()},
-                      str(run_dir / f"phase{k}_end.safetensors"))  # fmt: skip
+            save_file(
+                {k2: v.detach().contiguous().cpu() for k2, v in model.state_dict().items()},
+                str(run_dir / f"phase{k}_end.safetensors"),
+            )
             (run_dir / "phase_best.safetensors").unlink(missing_ok=True)
             state["completed_phases"].append(k)
             state.setdefault("phase_seconds", {})[str(k)] = round(time.perf_counter() - t0, 1)
@@ -185,29 +217,47 @@ def evaluate_run(run_dir: Path, cfg: TrainConfig, dm: FERDataModule) -> dict[str
     """Evaluate the validation-selected (``best``) and the ``last`` model on test and the extra subsets."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     splits = ["test", *[s for s in dm.data.splits if s not in ("train", "validation", "test")]]
-    report: dict[str, Any] = {"selection": "best = highest validation accuracy; test never used for selection",
-                              "class_names": dm.data.class_names, "checkpoints": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "selection": "best = highest validation accuracy; test never used for selection",
+        "class_names": dm.data.class_names,
+        "checkpoints": {},
+    }
+    autocast = cfg.trainer.precision.startswith("bf16")  # evaluate in the precision the model was validated in
     for which in ("best", "last"):
         if not (run_dir / which / "model.safetensors").is_file():
             continue
+        selected_at = json.loads((run_dir / which / "metrics.json").read_text())
+        best_info = report["checkpoints"].get("best", {}).get("selected_at", {})
+        if which == "last" and {k: selected_at.get(k) for k in ("phase", "epoch")} == {
+            k: best_info.get(k) for k in ("phase", "epoch")
+        }:
+            report["checkpoints"]["last"] = {**report["checkpoints"]["best"], "same_as": "best"}
+            continue
         model = load_model(run_dir / which)
         batch_dependent = model.card.batch_dependent
-        entry: dict[str, Any] = {"batch_dependent": batch_dependent,
-                                 "selected_at": json.loads((run_dir / which / "metrics.json").read_text())}  # fmt: skip
+        entry: dict[str, Any] = {"batch_dependent": batch_dependent, "selected_at": selected_at}
         for split in splits:
             # batch-dependent models: shuffled, fixed-size batches (never class-sorted ones)
             loader = dm.eval_loader(split, shuffle_seed=0 if batch_dependent else None)
-            probs, y = predict_loader(model, loader, device)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                probs, y = predict_loader(model, loader, device)
             metrics = classification_metrics(y, probs.argmax(1), dm.data.class_names)
             entry[split] = metrics
             if which == "best" and split == "test":
-                plot_confusion(metrics["confusion_normalized"], dm.data.class_names, run_dir / "confusion_best_test.png",
-                               f"{cfg.model.name} on {dm.data.name} test (best on validation)")  # fmt: skip
-        if cfg.evaluate_batch_invariance:
-            entry["batch_invariance"] = batch_invariance(model, dm._dataset("test", train=False), device=device)
+                plot_confusion(
+                    metrics["confusion_normalized"],
+                    dm.data.class_names,
+                    run_dir / "confusion_best_test.png",
+                    f"{cfg.model.name} on {dm.data.name} test (best on validation)",
+                )
+        if cfg.evaluate_batch_invariance:  # float32: the check is about the model's arithmetic, not rounding
+            entry["batch_invariance"] = batch_invariance(
+                model, dm._dataset("test", train=False), max_samples=256, device=device
+            )
         if batch_dependent:
-            entry["warning"] = ("attention='batch': predictions depend on batch-mates; numbers are not comparable "
-                                "to per-sample models")  # fmt: skip
+            entry["warning"] = (
+                "attention='batch': predictions depend on batch-mates; numbers are not comparable to per-sample models"
+            )
         report["checkpoints"][which] = entry
     write_json(run_dir / "evaluation.json", report)
     return report
