@@ -1,0 +1,130 @@
+"""Training throughput per model: the real data path vs pre-made tensors (the compute-only ceiling).
+
+For each model, at its recipe's input size, time optimizer steps (forward, backward, update) fed by
+(a) a DataLoader over SynthFER in RAF-DB layout (JPEG decode, resize, flip, normalise; 2 workers),
+(b) the same over the compiled uint8 store, and (c) one pre-made tensor batch reused every step.
+Prints images/s and the ratio data/compute (the data path must not be the bottleneck: >= 0.9).
+On CUDA it uses bf16 autocast and channels_last and records the GPU model.
+
+    uv run python benchmarks/train_throughput.py [--models patt_lite emonet sa_fer feratt] [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+BATCH = {"patt_lite": 32, "emonet": 32, "sa_fer": 32, "feratt": 8}
+
+
+def step_rate(model, batches, steps: int, device: str, bf16: bool) -> float:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    it = iter(batches)
+    n, t = 0, None
+    from attnfer.models import logits_of
+
+    for s in range(steps + 2):
+        x, y = next(it)[:2]
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(logits_of(model(x)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if s == 1:  # two warm-up steps
+            t = time.perf_counter()
+        elif s > 1:
+            n += len(x)
+    return n / (time.perf_counter() - t)
+
+
+def repeat(batch):
+    while True:
+        yield batch
+
+
+def cycle(loader):
+    while True:
+        yield from loader
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["patt_lite", "emonet", "sa_fer", "feratt"])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    import attnfer
+    from attnfer.data import load_dataset
+    from attnfer.data.compiled import compile_dataset
+    from attnfer.data.synthfer import generate
+    from attnfer.data.transforms import Augment, build_transform
+    from attnfer.engine.data import SeededAugmentation
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = True  # CPU bf16 autocast (AVX-512 BF16 here) and GPU bf16
+    machine = torch.cuda.get_device_name(0) if device == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate(Path(tmp) / "synthfer", n=2000, size=112, workers=2)
+        jpeg = load_dataset("synthfer", root)
+        store = load_dataset("synthfer", compile_dataset(jpeg, Path(tmp) / "store", size=112))
+        for name in args.models:
+            model = (
+                attnfer.create_model(name, freeze_backbone=False) if name == "patt_lite" else attnfer.create_model(name)
+            )
+            model = model.to(device).to(memory_format=torch.channels_last)
+            card = model.card
+            bs = BATCH.get(name, 32)
+            tf = build_transform(card, train=True, augment=Augment(hflip=0.5))
+            x = torch.randn(bs, *card.input_size)
+            y = torch.randint(0, 7, (bs,))
+            compute = step_rate(model, repeat((x, y)), args.steps, device, bf16)
+            result = {"model": name, "input": card.input_size[-1], "batch": bs, "compute_only": round(compute, 1)}
+            for label, data in (("jpeg", jpeg), ("compiled", store)):
+                ds = data["train"].subset(range(len(data["train"])))
+                ds.transform = tf
+                loader = DataLoader(
+                    SeededAugmentation(ds, 0),
+                    batch_size=bs,
+                    shuffle=True,
+                    num_workers=args.workers,
+                    persistent_workers=args.workers > 0,
+                    drop_last=True,
+                    pin_memory=device == "cuda",
+                )
+                rate = step_rate(model, cycle(loader), args.steps, device, bf16)
+                result[label] = round(rate, 1)
+                result[f"{label}_ratio"] = round(rate / compute, 3)
+            rows.append(result)
+            print(json.dumps(result), flush=True)
+    print(f"\n{machine}, {device}, bf16 autocast, channels_last, {args.workers} workers")
+    header = ("model", "input", "batch", "compute img/s", "jpeg img/s", "ratio", "store img/s", "ratio")
+    widths = (10, 6, 6, 15, 12, 7, 13, 7)
+    print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for r in rows:
+        print(
+            f"{r['model']:<10}{r['input']:>6}{r['batch']:>6}{r['compute_only']:>15.1f}{r['jpeg']:>12.1f}"
+            f"{r['jpeg_ratio']:>7.2f}{r['compiled']:>13.1f}{r['compiled_ratio']:>7.2f}"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"train_throughput_{device}.json"
+    out.write_text(json.dumps({"machine": machine, "device": device, "bf16": bf16, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
