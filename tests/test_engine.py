@@ -258,3 +258,35 @@ def test_overrides_reach_nested_and_list_keys():
     assert cfg.phases[1].model["unfreeze_last_n"] == 36
     with pytest.raises(ConfigError, match="index 5 out of range"):
         load_config(CONFIGS / "patt_lite_rafdb.yaml", ["--phases.5.epochs", "1"])
+
+
+def test_evaluate_and_report_commands(tmp_path, tiny_cache):
+    over = tiny(tmp_path, **{"phases.0.epochs": 1, "phases.0.max_minutes": None, "trainer.precision": "32-true"})
+    run = train(load_config(CONFIGS / "quickstart.yaml", over), tmp_path / "run")
+    html = (run / "report.html").read_text()
+    assert "Batch invariance (best)" in html and "Confusion matrix" in html and "data:image/png;base64," in html
+    (run / "report.html").unlink()
+    runner = CliRunner()
+    r = runner.invoke(app, ["report", str(run)])
+    assert r.exit_code == 0 and (run / "report.html").is_file()
+    out = tmp_path / "eval.json"
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(run / "best"),
+            "--data",
+            "synthfer",
+            "--root",
+            str(tiny_cache / "synthfer-n70-s64-seed0"),
+            "--out",
+            str(out),
+        ],
+        terminal_width=200,
+    )
+    assert r.exit_code == 0, r.output
+    ev = json.loads(out.read_text())
+    saved = json.loads((run / "evaluation.json").read_text())["checkpoints"]["best"]["test"]
+    assert ev["accuracy"] == pytest.approx(saved["accuracy"]) and ev["batch_invariance"]["passed"]
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "config.json not found" in r.output
