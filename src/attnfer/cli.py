@@ -142,7 +142,7 @@ def evaluate(
     except (CheckpointError, DatasetError, ValueError, KeyError) as e:
         _fail(str(e))
     m = classification_metrics(y, probs.argmax(1), splits.class_names)
-    bi = batch_invariance(model, dm._dataset(split, train=False))
+    bi = batch_invariance(model, dm.dataset(split, train=False))
     if model.card.batch_dependent:
         console.print("[bold red]warning: attention='batch' model: predictions depend on batch-mates[/bold red]")
     table = Table(title=f"{checkpoint} on {data}/{split} ({m['n']} images)")

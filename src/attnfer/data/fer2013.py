@@ -2,7 +2,7 @@
 
 ``Usage``: Training (28,709) -> train, PublicTest (3,589) -> validation, PrivateTest (3,589) -> test, the
 split that is reported. Emotion codes 0-6 start at Angry (see labels.py). The 2,304 pixel values per row are
-parsed in one vectorised pass over the whole file, so all rows load in about a second.
+converted by one numpy call over the whole file: all 35,887 rows load in about 3 s on 2 cores.
 """
 
 from __future__ import annotations

@@ -84,15 +84,24 @@ def _parse_votes(row: list[str], path: Path, lineno: int) -> np.ndarray:
     return votes
 
 
-def _build(votes: list[np.ndarray], split: str, mode: str, class_names: tuple[str, ...], dropped: Counter):
-    """Keep the images that survive ``mode``: (kept row indices, hard targets, soft targets)."""
-    mode = mode if split == "train" else "majority"
+def _make_split(
+    split: str,
+    names: list[str],
+    votes: list[np.ndarray],
+    mode: str,
+    class_names: tuple[str, ...],
+    dropped: Counter,
+    images: np.ndarray | None = None,
+    paths: list[Path] | None = None,
+) -> FERDataset:
+    """The images of one split that survive ``mode`` (validation and test always use majority)."""
+    split_mode = mode if split == "train" else "majority"
     keep, hard, soft = [], [], []
     n = len(class_names)
     for i, v in enumerate(votes):
-        dist = ferplus_target(v, mode)
+        dist = ferplus_target(v, split_mode)
         if dist is None or int(np.argmax(dist)) >= 8:
-            dropped[f"{split}: unknown/NF or no agreement ({mode})"] += 1
+            dropped[f"{split}: unknown/NF or no agreement ({split_mode})"] += 1
             continue
         dist = dist[:8]
         if n == 7:
@@ -103,7 +112,18 @@ def _build(votes: list[np.ndarray], split: str, mode: str, class_names: tuple[st
         keep.append(i)
         hard.append(int(np.argmax(dist)))
         soft.append((dist / dist.sum()).astype(np.float32))
-    return keep, hard, np.stack(soft) if soft else np.zeros((0, n), np.float32)
+    target_mode = {"majority": "hard", "probability": "sample", "crossentropy": "soft", "multi_target": "soft"}
+    return FERDataset(
+        name="ferplus",
+        split=split,
+        class_names=class_names,
+        targets=hard,
+        ids=[names[k] for k in keep],
+        images=None if images is None else images[keep],
+        paths=None if paths is None else [paths[k] for k in keep],
+        soft_targets=np.stack(soft) if soft else np.zeros((0, n), np.float32),
+        target_mode=target_mode[split_mode],
+    )
 
 
 def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: int = 8) -> DatasetSplits:
@@ -113,12 +133,6 @@ def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: in
         raise ValueError(f"FERPlus has 8 classes (7 without contempt), got num_classes={num_classes}")
     root = Path(root)
     class_names = CANONICAL[:num_classes]
-    target_mode = {
-        "majority": "hard",
-        "probability": "sample",
-        "crossentropy": "soft",
-        "multi_target": "soft",
-    }
     dropped: Counter = Counter()
     splits: dict[str, FERDataset] = {}
     if (root / "fer2013new.csv").is_file():
@@ -149,17 +163,7 @@ def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: in
             names.append(Path(name).stem)
             votes.append(_parse_votes(row[2:12], new_csv, lineno))
         for split, (rows_, names, votes) in per_split.items():
-            keep, hard, soft = _build(votes, split, label_mode, class_names, dropped)
-            splits[split] = FERDataset(
-                name="ferplus",
-                split=split,
-                class_names=class_names,
-                targets=hard,
-                ids=[names[k] for k in keep],
-                images=images[[rows_[k] for k in keep]],
-                soft_targets=soft,
-                target_mode=target_mode[label_mode] if split == "train" else "hard",
-            )
+            splits[split] = _make_split(split, names, votes, label_mode, class_names, dropped, images=images[rows_])
     else:
         for split, folder in _FOLDERS.items():
             label_csv = require_file(root / folder / "label.csv", f"FERPlus {folder}/label.csv (or fer2013new.csv)")
@@ -178,16 +182,6 @@ def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: in
                     names.append(path.stem)
                     paths.append(path)
                     votes.append(_parse_votes(row[2:12], label_csv, lineno))
-            keep, hard, soft = _build(votes, split, label_mode, class_names, dropped)
-            splits[split] = FERDataset(
-                name="ferplus",
-                split=split,
-                class_names=class_names,
-                targets=hard,
-                ids=[names[k] for k in keep],
-                paths=[paths[k] for k in keep],
-                soft_targets=soft,
-                target_mode=target_mode[label_mode] if split == "train" else "hard",
-            )
+            splits[split] = _make_split(split, names, votes, label_mode, class_names, dropped, paths=paths)
     notes = [f"dropped {n} images: {why}" for why, n in sorted(dropped.items())]
     return finish("ferplus", class_names, splits, notes=notes)

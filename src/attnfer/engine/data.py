@@ -114,7 +114,8 @@ class FERDataModule(L.LightningDataModule):
     def set_augment(self, augment: AugmentConfig | None) -> None:
         self.augment = to_augment(augment or self.cfg.augment)
 
-    def _dataset(self, split: str, train: bool):
+    def dataset(self, split: str, train: bool):
+        """Split ``split`` with the card's preprocessing (and the augmentation when ``train``)."""
         ds = self.data[split]
         if self.cfg.data.compositing:
             from ..data.compositing import CompositingDataset
@@ -146,7 +147,7 @@ class FERDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        ds = self._dataset("train", train=True)
+        ds = self.dataset("train", train=True)
         weights = None
         if self.cfg.data.balanced_sampler:
             from ..data.sampling import class_weights
@@ -158,11 +159,11 @@ class FERDataModule(L.LightningDataModule):
         return self._loader(SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("validation", train=False), self.cfg.data.eval_batch_size)
+        return self._loader(self.dataset("validation", train=False), self.cfg.data.eval_batch_size)
 
     def eval_loader(self, split: str, batch_size: int | None = None, shuffle_seed: int | None = None) -> DataLoader:
         """Loader for evaluation; ``shuffle_seed`` gives shuffled fixed batches (batch-dependent models)."""
-        ds = self._dataset(split, train=False)
+        ds = self.dataset(split, train=False)
         sampler = None
         if shuffle_seed is not None:
             g = torch.Generator().manual_seed(shuffle_seed)

@@ -252,7 +252,7 @@ def evaluate_run(run_dir: Path, cfg: TrainConfig, dm: FERDataModule) -> dict[str
                 )
         if cfg.evaluate_batch_invariance:  # float32: the check is about the model's arithmetic, not rounding
             entry["batch_invariance"] = batch_invariance(
-                model, dm._dataset("test", train=False), max_samples=256, device=device
+                model, dm.dataset("test", train=False), max_samples=256, device=device
             )
         if batch_dependent:
             entry["warning"] = (
