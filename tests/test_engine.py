@@ -250,6 +250,9 @@ def test_bad_configs_fail_with_clear_messages(tmp_path):
         load_config(bad)
     r = CliRunner().invoke(app, ["train", "-c", str(CONFIGS / "quickstart.yaml"), "--data.batchsize", "4"])
     assert r.exit_code == 2 and "did you mean 'data.batch_size'" in r.output
+    r = CliRunner().invoke(app, ["train", "-c", str(CONFIGS / "patt_lite_rafdb.yaml"), "--output_dir", str(tmp_path)])
+    assert r.exit_code == 2 and "data.root is required for dataset 'rafdb'" in r.output
+    assert not any(tmp_path.glob("patt_lite_rafdb-*"))  # no half-made run directory
 
 
 def test_overrides_reach_nested_and_list_keys():

@@ -101,6 +101,7 @@ def train(
     from .engine import ConfigError, load_config
     from .engine import resume as resume_run
     from .engine import train as train_run
+    from .models import CheckpointError, PretrainedWeightsError
 
     try:
         if resume:
@@ -109,7 +110,7 @@ def train(
             if config is None:
                 _fail("give a recipe with --config (see configs/), or --resume RUN_DIR")
             out = train_run(load_config(config, ctx.args), run_dir)
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, PretrainedWeightsError, CheckpointError, ValueError) as e:
         _fail(str(e))
     console.print(f"run: {out}\nreport: {out / 'report.html'}")
 

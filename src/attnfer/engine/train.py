@@ -107,6 +107,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epoch
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = False) -> Path:
     """Train every phase of ``cfg``, then evaluate on test; returns the run directory."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_run_data(cfg)  # before anything is written: bad data leaves no half-made run directory
     if run_dir is None:  # DDP children re-run the command: they inherit rank 0's run directory
         run_dir = (
             os.environ.get("ATTNFER_RUN_DIR") or Path(cfg.output_dir) / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -120,14 +121,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json(run_dir / "environment.json", _environment())
 
-    data = load_run_data(cfg)
     write_json(run_dir / "data.json", data.summary())
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         model = create_model(
             cfg.model.name,
             num_classes=len(data.class_names),
-            pretrained=cfg.model.pretrained,
+            pretrained=False if _resume else cfg.model.pretrained,  # a resumed run's weights come from its checkpoint
             class_names=data.class_names,
             **cfg.model.kwargs,
         )
