@@ -194,6 +194,27 @@ def quickstart(
     console.print(f"report: {run / 'report.html'}")
 
 
+@app.command()
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="A saved model directory (run/best).")],
+    out: Annotated[str | None, typer.Option(help="Output .onnx path (default: CHECKPOINT/model[.int8].onnx).")] = None,
+    format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Static INT8 quantisation with ONNX Runtime.")] = False,
+) -> None:
+    """Export a saved model to ONNX (dynamic batch; class names and preprocessing in the metadata)."""
+    from .inference.onnx_export import export_onnx
+    from .models import CheckpointError
+
+    if format != "onnx":
+        _fail(f"--format must be onnx, got {format!r}")
+    target = Path(out) if out else Path(checkpoint) / ("model.int8.onnx" if int8 else "model.onnx")
+    try:
+        path = export_onnx(checkpoint, target, int8=int8)
+    except CheckpointError as e:
+        _fail(str(e))
+    console.print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 data_app = typer.Typer(help="Datasets: generate SynthFER, inspect and compile real datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

@@ -1,0 +1,145 @@
+"""ONNX export with the class names and preprocessing in the model metadata, and INT8 via ONNX Runtime.
+
+``export_onnx(model_dir, out)`` writes a graph with a dynamic batch axis (input ``input`` (B, 3, H, W) float32,
+already preprocessed as the card says; output ``logits`` (B, C)). Metadata keys: ``attnfer.class_names`` (JSON
+list), ``attnfer.preprocessing`` (JSON: input_size, mean, std, colour order, interpolation), ``attnfer.model``,
+``attnfer.version``. ``int8=True`` adds static INT8 quantisation (QDQ, per-channel weights) calibrated on the
+images you pass, or on SynthFER faces rendered on the fly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .. import __version__
+from ..models import load_model, logits_of
+
+__all__ = ["export_onnx", "read_metadata"]
+
+
+class _LogitsOnly(nn.Module):
+    """Export wrapper: structured outputs (FERAtt) reduced to their logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.model(x))
+
+
+def _calibration_images(card: Any, n: int, seed: int = 0) -> np.ndarray:
+    """n SynthFER faces preprocessed with the card: (n, 3, H, W) float32."""
+    from ..data.synthfer import render
+    from ..data.transforms import build_transform
+
+    tf = build_transform(card)
+    out = [tf(torch.from_numpy(render(seed, i, size=112, person=i).image).permute(2, 0, 1)) for i in range(n)]
+    return torch.stack(out).numpy().astype(np.float32)
+
+
+def export_onnx(
+    source: str | Path | nn.Module,
+    out: str | Path,
+    int8: bool = False,
+    calibration: np.ndarray | None = None,
+    opset: int = 17,
+) -> Path:
+    """Export a saved model directory (or a registry-built model) to ONNX at ``out``; returns ``out``."""
+    import onnx
+
+    model = load_model(source) if not isinstance(source, nn.Module) else source
+    model.eval()
+    card = model.card
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, *card.input_size)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape asserts, which hold for every batch size
+            torch.onnx.export(
+                _LogitsOnly(model),
+                (dummy,),
+                str(fp32),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        graph = onnx.load(str(fp32))
+        meta = {
+            "attnfer.model": getattr(model, "model_name", type(model).__name__),
+            "attnfer.version": __version__,
+            "attnfer.class_names": json.dumps(model.class_names or [f"class_{i}" for i in range(model.num_classes)]),
+            "attnfer.preprocessing": json.dumps(
+                {k: card.to_dict()[k] for k in ("input_size", "mean", "std", "color_order", "interpolation")}
+            ),
+            "attnfer.batch_dependent": json.dumps(card.batch_dependent),
+        }
+        for k, v in meta.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(graph, str(fp32))
+        final = fp32
+        if int8:
+            final = Path(tmp) / "model.int8.onnx"
+            _quantize(fp32, final, calibration if calibration is not None else _calibration_images(card, 64))
+            q = onnx.load(str(final))
+            del q.metadata_props[:]
+            for k, v in {**meta, "attnfer.quantization": "int8 static QDQ, per-channel weights"}.items():
+                entry = q.metadata_props.add()
+                entry.key, entry.value = k, v
+            onnx.save(q, str(final))
+        os.replace(final, out)
+    return out
+
+
+def _quantize(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    prepped = dst.with_name("prepped.onnx")
+    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepped),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The attnfer metadata of an exported model (class names, preprocessing, ...), decoded."""
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if k.startswith("attnfer."):
+            key = k.split(".", 1)[1]
+            try:
+                out[key] = json.loads(v)
+            except json.JSONDecodeError:
+                out[key] = v
+    return out
