@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -213,6 +214,75 @@ def export(
     except CheckpointError as e:
         _fail(str(e))
     console.print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Images and folders (searched recursively).")],
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-m", help="Saved model dir, or .onnx with --runtime onnx.")
+    ],
+    out: Annotated[str | None, typer.Option(help="Folder for predictions.json / predictions.csv.")] = None,
+    format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    detector: Annotated[str, typer.Option(help="auto, ssd, haar or none (inputs are face crops).")] = "auto",
+) -> None:
+    """Expressions of the faces in photos: one row per face; a photo without faces or a bad file gets a row too."""
+    import csv as csv_mod
+    import io
+
+    from .inference import ImageReadError, Recognizer
+
+    if format not in ("json", "csv"):
+        _fail(f"--format must be json or csv, got {format!r}")
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    try:
+        rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime=runtime)
+    except Exception as e:
+        _fail(f"{checkpoint}: {e}")
+    rows, errors = [], 0
+    for f in files:
+        try:
+            faces = rec.predict(f)
+        except ImageReadError as e:
+            errors += 1
+            rows.append({"source": str(f), "status": "error", "error": str(e)})
+            continue
+        if not faces:
+            rows.append({"source": str(f), "status": "no_face"})
+        rows += [{**r.to_dict(), "status": "ok"} for r in faces]
+    if format == "json":
+        text = json.dumps({"detector": rec.detector.name, "runtime": runtime, "rows": rows}, indent=2) + "\n"
+    else:
+        buf = io.StringIO()
+        fields = ["source", "status", "box", "detector_score", "label", *rec.class_names, "error"]
+        w = csv_mod.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **r.get("probabilities", {}), "box": " ".join(map(str, r.get("box", [])))})
+        text = buf.getvalue()
+    if out:
+        target = Path(out) / f"predictions.{format}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+        faces_n = sum(r["status"] == "ok" for r in rows)
+        err_console.print(f"{len(files)} inputs, {faces_n} faces ({rec.detector.name} detector) -> {target}")
+    else:
+        sys.stdout.write(text)
+    if errors:
+        err_console.print(f"[red]{errors} of {len(files)} inputs could not be read (rows with status 'error')[/red]")
+        raise typer.Exit(1)
 
 
 data_app = typer.Typer(help="Datasets: generate SynthFER, inspect and compile real datasets.", no_args_is_help=True)
