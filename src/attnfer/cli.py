@@ -216,9 +216,6 @@ def export(
     console.print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-
-
 @app.command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Images and folders (searched recursively).")],
@@ -234,6 +231,7 @@ def predict(
     import csv as csv_mod
     import io
 
+    from .images import IMAGE_SUFFIXES
     from .inference import ImageReadError, Recognizer
 
     if format not in ("json", "csv"):

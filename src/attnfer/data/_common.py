@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..images import IMAGE_SUFFIXES  # noqa: F401  (re-exported for the loaders)
 from .base import DatasetError, DatasetSplits, FERDataset, SkipLog, carve_validation
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from ..images import ImageReadError, read_rgb
 
 __all__ = ["DatasetError", "DatasetSplits", "FERDataset", "SkipLog", "carve_validation", "read_image"]
 
@@ -48,14 +49,9 @@ class SkipLog:
 def read_image(path: str | Path, box: Sequence[int] | None = None) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3), optionally cropped to ``box`` = (x, y, w, h)."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if box is not None:
-                x, y, w, h = (int(v) for v in box)
-                im = im.crop((x, y, x + w, y + h))
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(path, f"not a readable image ({type(e).__name__}: {e})") from e
+        return read_rgb(path, box, exif_transpose=False)  # dataset annotations refer to the stored pixels
+    except ImageReadError as e:
+        raise DatasetError(path, str(e).removeprefix(f"{path}: ")) from e
 
 
 class FERDataset(Dataset):

@@ -38,28 +38,29 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
         precision_recall_fscore_support,
     )
 
-    labels = list(range(len(class_names)))
-    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    cm = confusion_matrix(y_true, y_pred, labels=labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cm_norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
-    present = np.unique(y_true)
-    return {
-        "n": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else float("nan"),
-        "macro_precision": float(mp),
-        "macro_recall": float(mr),
-        "macro_f1": float(mf),
-        "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, name in enumerate(class_names)
-        },
-        "confusion": cm.tolist(),
-        "confusion_normalized": cm_norm.round(4).tolist(),
-    }
+    with warnings.catch_warnings():  # a test split may lack a class the model predicts
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        labels = list(range(len(class_names)))
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        mp, mr, mf, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        cm = confusion_matrix(y_true, y_pred, labels=labels)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cm_norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
+        present = np.unique(y_true)
+        return {
+            "n": len(y_true),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else float("nan"),
+            "macro_precision": float(mp),
+            "macro_recall": float(mr),
+            "macro_f1": float(mf),
+            "per_class": {
+                name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                for i, name in enumerate(class_names)
+            },
+            "confusion": cm.tolist(),
+            "confusion_normalized": cm_norm.round(4).tolist(),
+        }
 
 
 def batch_invariance(

@@ -18,17 +18,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..images import ImageReadError, read_rgb
 from .faces import FaceDetector, create_detector, crop_face
 
 __all__ = ["FaceResult", "ImageReadError", "Recognizer", "read_rgb"]
-
-Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
-
-
-class ImageReadError(ValueError):
-    """An input that is not a readable image; the message names the file and why."""
 
 
 @dataclass
@@ -45,22 +39,6 @@ class FaceResult:
         d = asdict(self)
         d["box"] = list(self.box)
         return d
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode any PIL-readable image to RGB uint8, honouring EXIF orientation (CMYK, 16-bit, palette, RGBA ok)."""
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
-                arr = np.asarray(im, dtype=np.float64)
-                arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1.0) * 255.0
-                return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"))
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: refused, {e}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
 
 class Recognizer:
