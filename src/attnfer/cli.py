@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -218,68 +217,85 @@ def export(
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Images and folders (searched recursively).")],
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Images, videos (mp4/mov/avi/...) and folders (searched recursively).")
+    ] = None,
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", "-m", help="Saved model dir, or .onnx with --runtime onnx.")
-    ],
-    out: Annotated[str | None, typer.Option(help="Folder for predictions.json / predictions.csv.")] = None,
+    ] = "",
+    out: Annotated[
+        str | None, typer.Option(help="Folder for predictions.json|csv and annotated outputs (default: stdout).")
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     detector: Annotated[str, typer.Option(help="auto, ssd, haar or none (inputs are face crops).")] = "auto",
+    annotate: Annotated[
+        bool, typer.Option("--annotate", help="Write images / mp4 videos with boxes, labels, probability bars.")
+    ] = False,
+    stride: Annotated[int, typer.Option(min=1, help="Videos: process every N-th frame.")] = 1,
+    detect_every: Annotated[
+        int, typer.Option(min=1, help="Videos: run the detector every K-th processed frame, track boxes between.")
+    ] = 3,
+    webcam: Annotated[int | None, typer.Option(help="Camera index to read (Ctrl-C stops).")] = None,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="Stop each video/camera after N frames.")] = None,
 ) -> None:
-    """Expressions of the faces in photos: one row per face; a photo without faces or a bad file gets a row too."""
-    import csv as csv_mod
-    import io
+    """Expressions of the faces in photos, videos and a webcam: one row per face (with frame and timestamp for
+    videos); a photo or frame without faces and a bad file get a row too; exit code 1 if any input was bad."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
-    from .images import IMAGE_SUFFIXES
-    from .inference import ImageReadError, Recognizer
+    from .inference import Recognizer
+    from .inference.output import PredictionWriter
+    from .inference.pipeline import collect_inputs, run_predict
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return f"{task.speed:.1f}/s" if task.speed else ""
 
     if format not in ("json", "csv"):
         _fail(f"--format must be json or csv, got {format!r}")
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(p)
+    if not checkpoint:
+        _fail("--checkpoint is required")
+    if not inputs and webcam is None:
+        _fail("give images, videos or folders, or --webcam INDEX")
+    if annotate and not out:
+        _fail("--annotate needs --out DIR")
+    files = collect_inputs(inputs or [])
     try:
         rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime=runtime)
     except Exception as e:
         _fail(f"{checkpoint}: {e}")
-    rows, errors = [], 0
-    for f in files:
+    target = Path(out) / f"predictions.{format}" if out else None
+    writer = PredictionWriter(format, rec.class_names, {"detector": rec.detector.name, "runtime": runtime}, target)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         try:
-            faces = rec.predict(f)
-        except ImageReadError as e:
-            errors += 1
-            rows.append({"source": str(f), "status": "error", "error": str(e)})
-            continue
-        if not faces:
-            rows.append({"source": str(f), "status": "no_face"})
-        rows += [{**r.to_dict(), "status": "ok"} for r in faces]
-    if format == "json":
-        text = json.dumps({"detector": rec.detector.name, "runtime": runtime, "rows": rows}, indent=2) + "\n"
-    else:
-        buf = io.StringIO()
-        fields = ["source", "status", "box", "detector_score", "label", *rec.class_names, "error"]
-        w = csv_mod.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, **r.get("probabilities", {}), "box": " ".join(map(str, r.get("box", [])))})
-        text = buf.getvalue()
-    if out:
-        target = Path(out) / f"predictions.{format}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
-        faces_n = sum(r["status"] == "ok" for r in rows)
-        err_console.print(f"{len(files)} inputs, {faces_n} faces ({rec.detector.name} detector) -> {target}")
-    else:
-        sys.stdout.write(text)
-    if errors:
-        err_console.print(f"[red]{errors} of {len(files)} inputs could not be read (rows with status 'error')[/red]")
+            summary = run_predict(
+                rec,
+                files,
+                writer,
+                webcam=webcam,
+                annotate_dir=Path(out) if annotate else None,
+                stride=stride,
+                detect_every=detect_every,
+                max_frames=max_frames,
+                progress=progress,
+            )
+        except BaseException:
+            writer.close(keep=False)
+            raise
+    writer.close(summary.to_dict() | {"errors": len(summary.errors)})
+    rate = f", {summary.frames / summary.seconds:.1f} frames/s" if summary.frames and summary.seconds else ""
+    err_console.print(
+        f"{summary.inputs} inputs ({summary.images} images, {summary.videos} videos, {summary.frames} frames): "
+        f"{summary.faces} faces, {summary.no_face} without a face, {rec.detector.name} detector{rate}"
+        + (f" -> {target}" if target else "")
+    )
+    for a in summary.annotated:
+        err_console.print(f"annotated: {a}")
+    if summary.errors:
+        for e in summary.errors:
+            err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+        err_console.print(f"[red]{len(summary.errors)} inputs could not be read (rows with status 'error')[/red]")
         raise typer.Exit(1)
 
 

@@ -12,6 +12,7 @@ preprocessing is read from the ONNX metadata and done with numpy/OpenCV, so that
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ import cv2
 import numpy as np
 
 from ..images import ImageReadError, read_rgb
-from .faces import FaceDetector, create_detector, crop_face
+from .faces import Face, FaceDetector, create_detector, crop_face
+from .video import BoxTracker, VideoSource
 
-__all__ = ["FaceResult", "ImageReadError", "Recognizer", "read_rgb"]
+__all__ = ["FaceResult", "FrameResult", "ImageReadError", "Recognizer", "read_rgb"]
 
 
 @dataclass
@@ -39,6 +41,18 @@ class FaceResult:
         d = asdict(self)
         d["box"] = list(self.box)
         return d
+
+
+@dataclass
+class FrameResult:
+    """The faces of one video frame; ``image`` (RGB) is kept only when asked for (annotation)."""
+
+    source: str
+    frame: int
+    timestamp: float
+    faces: list[FaceResult]
+    detected: bool  # whether the detector ran on this frame (else its boxes were tracked)
+    image: np.ndarray | None = None
 
 
 class Recognizer:
@@ -94,13 +108,65 @@ class Recognizer:
         if not faces:
             return []
         probs = self.classify([crop_face(image, f, self.margin) for f in faces])
+        return self._results(source or "array", faces, probs)
+
+    def predict_video(
+        self,
+        video: str | Path | int | VideoSource,
+        stride: int = 1,
+        detect_every: int = 3,
+        batch_size: int = 32,
+        keep_images: bool = False,
+        max_frames: int | None = None,
+    ) -> Iterator[FrameResult]:
+        """Per-frame results of a video file or camera index, in frame order.
+
+        Every ``stride``-th frame is processed; the detector runs on every ``detect_every``-th processed frame and
+        boxes are tracked in between (``detect_every=1``: detect on every frame). Faces of consecutive frames are
+        classified together in batches of up to ``batch_size``. Raises :class:`~.video.VideoReadError` when the
+        video cannot be decoded.
+        """
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        src = video if isinstance(video, VideoSource) else VideoSource(video, stride=stride, max_frames=max_frames)
+        tracker = BoxTracker()
+        pending: list[tuple[Any, list[Face], bool]] = []  # frames whose faces are not classified yet
+        n_faces, faces = 0, []
+        for k, frame in enumerate(src):
+            detect = k % detect_every == 0
+            if detect:
+                faces = self.detector.detect(frame.image)
+                tracker.reset(frame.image)
+            else:
+                faces = tracker.update(frame.image, faces)
+            pending.append((frame, faces, detect))
+            n_faces += len(faces)
+            if n_faces >= batch_size:
+                yield from self._flush(src.name, pending, keep_images)
+                pending, n_faces = [], 0
+        yield from self._flush(src.name, pending, keep_images)
+
+    def _flush(self, source: str, pending: list, keep_images: bool) -> Iterator[FrameResult]:
+        crops = [crop_face(fr.image, f, self.margin) for fr, faces, _ in pending for f in faces]
+        probs = self.classify(crops) if crops else np.zeros((0, len(self.class_names)), np.float32)
+        i = 0
+        for fr, faces, detected in pending:
+            results = self._results(source, faces, probs[i : i + len(faces)], fr.index, fr.timestamp)
+            i += len(faces)
+            yield FrameResult(source, fr.index, fr.timestamp, results, detected, fr.image if keep_images else None)
+
+    def _results(
+        self, source: str, faces: list[Face], probs: np.ndarray, frame: int | None = None, ts: float | None = None
+    ) -> list[FaceResult]:
         return [
             FaceResult(
-                source=source or "array",
+                source=source,
                 box=f.box,
                 detector_score=round(f.score, 4),
                 label=self.class_names[int(p.argmax())],
                 probabilities={c: round(float(v), 5) for c, v in zip(self.class_names, p, strict=True)},
+                frame=frame,
+                timestamp=ts,
             )
             for f, p in zip(faces, probs, strict=True)
         ]
