@@ -299,6 +299,35 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-m", help="Saved model dir, or .onnx with --runtime onnx.")
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    detector: Annotated[str, typer.Option(help="auto, ssd, haar or none.")] = "auto",
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 10.0,
+    max_megapixels: Annotated[float, typer.Option(help="Largest accepted image, decoded.")] = 40.0,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take before a 504.")] = 30.0,
+) -> None:
+    """Web service: POST /v1/predict (JSON per face), a page at / (photo drop or webcam), /healthz, /docs."""
+    import uvicorn
+
+    from .inference import Recognizer
+    from .serve import ServeLimits, create_app
+
+    try:
+        rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime=runtime)
+    except Exception as e:
+        _fail(f"{checkpoint}: {e}")
+    limits = ServeLimits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1e6), timeout)
+    web = create_app(rec, limits, model_name=Path(checkpoint).name, runtime=runtime)
+    err_console.print(f"serving {checkpoint} ({runtime}, {rec.detector.name} detector) on http://{host}:{port}/")
+    uvicorn.run(web, host=host, port=port, log_level="info")
+
+
 data_app = typer.Typer(help="Datasets: generate SynthFER, inspect and compile real datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

@@ -1,0 +1,210 @@
+"""The attnfer web service (FastAPI): ``POST /v1/predict``, a page at ``/``, ``/healthz``, OpenAPI at ``/docs``.
+
+    uv run attnfer serve --checkpoint runs/quickstart-.../best --port 8000
+
+Limits (``ServeLimits``): request body size (default 10 MB; a ``Content-Length`` header is required for uploads),
+decoded pixel count (default 40 MP, checked before decoding), accepted image types, and a per-request timeout.
+Every 4xx/5xx answer is JSON: ``{"error": {"status": 415, "message": "..."}}``. Inference runs in a worker thread
+behind a lock (OpenCV's DNN detector is not thread-safe), so the event loop keeps answering while a request runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+
+from .. import __version__
+from ..images import ImageReadError, read_rgb
+from ..inference import Recognizer
+
+__all__ = ["ACCEPTED_TYPES", "ServeLimits", "create_app"]
+
+ACCEPTED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff")
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    timeout_s: float = 30.0
+
+
+class Face(BaseModel):
+    box: list[int] = Field(description="x, y, width, height in pixels of the uploaded image")
+    detector_score: float
+    label: str
+    probabilities: dict[str, float]
+
+
+class Prediction(BaseModel):
+    width: int
+    height: int
+    faces: list[Face]
+    detector: str
+    ms: float = Field(description="server-side time for decoding, detection and classification")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    model: str
+    runtime: str
+    detector: str
+    classes: list[str]
+
+
+class ErrorBody(BaseModel):
+    status: int
+    message: str
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+class _RequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+def create_app(rec: Recognizer, limits: ServeLimits | None = None, model_name: str = "model", runtime: str = "torch"):
+    """A FastAPI app serving ``rec`` (any Recognizer: torch or ONNX runtime, any detector)."""
+    limits = limits or ServeLimits()
+    lock = threading.Lock()
+    app = FastAPI(
+        title="attnfer",
+        version=__version__,
+        description="Facial expression recognition: upload a photo, get one result per detected face.",
+    )
+    page = (files("attnfer.serve") / "static" / "index.html").read_text()
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return _error(411, "a Content-Length header is required (chunked uploads are not accepted)")
+            if not length.isdigit():
+                return _error(400, f"Content-Length must be a number, got {length!r}")
+            if int(length) > limits.max_bytes:
+                return _error(413, f"upload of {int(length)} bytes exceeds the limit of {limits.max_bytes} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        return _error(422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+    @app.exception_handler(_RequestError)
+    async def rejected(_: Request, exc: _RequestError):
+        return _error(exc.status, exc.message)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": model_name,
+            "runtime": runtime,
+            "detector": rec.detector.name,
+            "classes": rec.class_names,
+        }
+
+    error_responses = {s: {"model": Error} for s in (400, 411, 413, 415, 422, 504)}
+
+    @app.post(
+        "/v1/predict",
+        response_model=Prediction,
+        responses=error_responses,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                    **{t: {"schema": {"type": "string", "format": "binary"}} for t in ACCEPTED_TYPES},
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> dict[str, Any]:
+        """Expressions of the faces in one image: a multipart upload (field ``file``) or the raw image bytes with an
+        image content type."""
+        data, name, ctype = await _read_upload(request)
+        if ctype not in ACCEPTED_TYPES:
+            raise _RequestError(
+                415,
+                f"{name}: content type {ctype or 'missing'!r} is not accepted; send one of {', '.join(ACCEPTED_TYPES)}",
+            )
+        if not data:
+            raise _RequestError(400, f"{name}: the upload is empty")
+
+        def work() -> dict[str, Any]:
+            with lock:
+                t = time.perf_counter()
+                image = read_rgb(io.BytesIO(data), max_pixels=limits.max_pixels, name=name)
+                faces = rec.predict(image, source=name)
+                return {
+                    "width": image.shape[1],
+                    "height": image.shape[0],
+                    "faces": [
+                        {k: v for k, v in asdict(f).items() if k in Face.model_fields} | {"box": list(f.box)}
+                        for f in faces
+                    ],
+                    "detector": rec.detector.name,
+                    "ms": round((time.perf_counter() - t) * 1000, 2),
+                }
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(work), timeout=limits.timeout_s)
+        except ImageReadError as e:
+            status = 413 if "more than the limit" in str(e) else 422
+            raise _RequestError(status, str(e)) from None
+        except TimeoutError:
+            raise _RequestError(504, f"{name}: not processed within {limits.timeout_s:g} s") from None
+
+    return app
+
+
+async def _read_upload(request: Request) -> tuple[bytes, str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except MultiPartException as e:
+            raise _RequestError(400, f"malformed multipart body: {e.message}") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise _RequestError(422, "multipart field 'file' with an image is required")
+        data = await upload.read()
+        return data, upload.filename or "upload", (upload.content_type or "").split(";")[0].strip().lower()
+    return await request.body(), "upload", ctype
