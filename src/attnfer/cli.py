@@ -300,6 +300,46 @@ def predict(
 
 
 @app.command()
+def explain(
+    images: Annotated[list[str], typer.Argument(help="Photos (or face crops with --detector none).")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-m", help="A saved model directory (torch).")],
+    out: Annotated[str, typer.Option(help="Folder for the PNGs.")] = "explanations",
+    detector: Annotated[str, typer.Option(help="auto, ssd, haar or none (inputs are face crops).")] = "auto",
+) -> None:
+    """PNG overlays of what the model looked at, per face: the architecture's own attention (FERAtt map and attention
+    image, SA-FER CBAM spatial maps, PAtt-Lite patch-token attention) and Grad-CAM of the predicted class."""
+    from .images import ImageReadError, read_rgb
+    from .inference import Recognizer, crop_face
+    from .inference.explain import explain_face, render_panels
+
+    try:
+        rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime="torch")
+    except Exception as e:
+        _fail(f"{checkpoint}: {e}")
+    model, pre = rec.runtime.model, rec.pre
+    errors = 0
+    for item in images:
+        try:
+            image = read_rgb(item)
+        except ImageReadError as e:
+            err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+            errors += 1
+            continue
+        faces = rec.detector.detect(image)
+        if not faces:
+            err_console.print(f"{item}: no face found ({rec.detector.name} detector)")
+        for k, face in enumerate(faces):
+            crop = crop_face(image, face, rec.margin)
+            panels, probs = explain_face(model, rec.preprocess([crop])[0], rec.class_names, pre["mean"], pre["std"])
+            target = Path(out) / f"{Path(item).stem}_face{k + 1}.png"
+            title = f"{Path(item).name} face {k + 1} {list(face.box)}: {rec.class_names[int(probs.argmax())]}"
+            render_panels(crop, panels, probs, rec.class_names, target, title)
+            console.print(f"{target}  ({', '.join(p.title for p in panels)})")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", "-m", help="Saved model dir, or .onnx with --runtime onnx.")

@@ -90,6 +90,7 @@ class EMONet(FERModel):
 
     paper = "EMO-Net (xiayu-cell/EMO-Net, 2023)"
     classifier_attr = "classifier.1"
+    gradcam_target = "features"  # (B, 1280, 7, 7), the last feature map
     deviations = ("shortcut_weight (lambda) defaults to the README's 0.5; the released code hard-codes 0.8",)
     pretrained_url = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
 

@@ -180,6 +180,7 @@ class FERAtt(FERModel):
 
     paper = "FERAtt (Marrero Fernandez et al., CVPR-W 2019)"
     classifier_attr = "classifier.head"
+    gradcam_target = "features"  # G_ft, (B, f, H, W) at input resolution
     deviations = (
         "ResNet34 encoder without its unused 1000-class fc (513,000 params fewer than the released totals)",
         "representation dim 64 (paper) by default; HEAD scripts used 32",

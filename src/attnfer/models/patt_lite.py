@@ -103,6 +103,7 @@ class PAttLite(FERModel):
 
     paper = "PAtt-Lite (Ngwe et al., IEEE Access 2024, arXiv:2306.09626)"
     classifier_attr = "head"
+    gradcam_target = "backbone"  # (B, 512, 14, 14), the truncated MobileNetV1
     deviations = (
         "attention among the 4 patch tokens of a sample, not across the batch",
         "timm mobilenetv1_100 trunk (BN eps 1e-5, symmetric padding) instead of Keras MobileNet",

@@ -93,6 +93,7 @@ class SAFER(FERModel):
 
     paper = "SA-FER (37nomad, FER using self-attention)"
     classifier_attr = "head"
+    gradcam_target = "backbone"  # (B, 256, 14, 14), ResNet18-CBAM up to layer3
     deviations = ("optional ImageNet normalisation (imagenet_norm); the notebook feeds raw [0, 1] pixels",)
     pretrained_timm = "resnet18"
 
