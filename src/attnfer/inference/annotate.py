@@ -60,8 +60,15 @@ def _bars(out: np.ndarray, face: FaceResult, names: list[str], box, scale: float
     label_w = max(cv2.getTextSize(n, font, s, 1)[0][0] for n in names) + 6
     panel_w = max(w, label_w + 40)
     panel_h = row * len(names) + 4
-    px = min(max(0, x), max(0, W - panel_w))
-    py = y + h + 2 if y + h + 2 + panel_h <= H else max(0, y - panel_h - 2 - round(30 * scale))
+    label_h = round(30 * scale)
+    candidates = [  # below the box, right of it, left of it, above its label; the first that fits the image
+        (min(max(0, x), W - panel_w), y + h + 2),
+        (x + w + 4, min(max(0, y), H - panel_h)),
+        (x - panel_w - 4, min(max(0, y), H - panel_h)),
+        (min(max(0, x), W - panel_w), y - label_h - panel_h - 2),
+    ]
+    fits = [(cx, cy) for cx, cy in candidates if cx >= 0 and cy >= 0 and cx + panel_w <= W and cy + panel_h <= H]
+    px, py = fits[0] if fits else (max(0, min(x, W - panel_w)), max(0, min(y + h + 2, H - panel_h)))
     roi = out[py : py + panel_h, px : px + panel_w]
     roi[:] = (roi * 0.3).astype(np.uint8)  # darken behind the panel
     bar_w = panel_w - label_w - 4
