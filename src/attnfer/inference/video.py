@@ -170,5 +170,12 @@ class BoxTracker:
             nx0, ny0 = max(0, round((cx - w / 2) / s)), max(0, round((cy - h / 2) / s))
             nx1, ny1 = min(W, round((cx + w / 2) / s)), min(H, round((cy + h / 2) / s))
             if nx1 - nx0 >= 8 and ny1 - ny0 >= 8:
-                moved.append(Face((nx0, ny0, nx1 - nx0, ny1 - ny0), f.score))
+                kps = None
+                if f.keypoints:  # keypoints follow the box: same shift and zoom about its centre
+                    ox, oy = (f.box[0] + f.box[2] / 2), (f.box[1] + f.box[3] / 2)
+                    kps = tuple(
+                        (round(cx / s + (px - ox) * zoom, 1), round(cy / s + (py - oy) * zoom, 1))
+                        for px, py in f.keypoints
+                    )
+                moved.append(Face((nx0, ny0, nx1 - nx0, ny1 - ny0), f.score, kps))
         return moved
