@@ -122,9 +122,9 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peer": {"fer (Haar + mini-Xception, TFLite)": 46.5},
     }
-    print("\n| detect every | frames/s |\n|---:|---:|")
+    print("\n| detector | detect every | frames/s |\n|---|---:|---:|")
     for r in rows:
-        print(f"| {r['detect_every']} | {r['fps']} |")
+        print(f"| {r['detector']} | {r['detect_every']} | {r['fps']} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "video.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out / 'video.json'}")
