@@ -114,3 +114,20 @@ def test_predict_command_on_a_folder_with_a_bad_file(checkpoint, tmp_path, monke
     assert r.exit_code == 0, r.output
     lines = (tmp_path / "csv" / "predictions.csv").read_text().splitlines()
     assert lines[0].startswith("source,status,frame,timestamp,box,detector_score,label,neutral") and len(lines) == 2
+
+
+def test_onnx_runtime_path_needs_no_torch(checkpoint, tmp_path):
+    """`attnfer predict --runtime onnx` in a Python where importing torch fails."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from attnfer.cli import app\n"
+        f"app(['predict', {str(fetch(SINGLE_FACE))!r}, '-m', {str(checkpoint / 'model.onnx')!r}, '--runtime', 'onnx',"
+        f" '--detector', 'haar', '--out', {str(tmp_path)!r}])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "predictions.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok"] and rows[0]["label"] in BASIC7
