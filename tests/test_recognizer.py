@@ -13,18 +13,8 @@ from attnfer.cli import app
 from attnfer.data import BASIC7
 from attnfer.inference import ImageReadError, Recognizer, read_rgb
 from attnfer.inference.faces import SSDDetector
-from attnfer.inference.onnx_export import export_onnx
-from conftest import build
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt") / "model"
-    build("patt_lite", class_names=list(BASIC7)).save(d)
-    export_onnx(d, d / "model.onnx")
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assets import MULTI_FACE, SSD_CONFIG, SSD_MODEL, fetch
+from assets import MULTI_FACE, fetch
 from attnfer.data import BASIC7
-from attnfer.inference.onnx_export import export_onnx
-from conftest import build
+from conftest import detector_cache
 
 pytestmark = pytest.mark.network
 ARTIFACTS = Path(os.environ.get("ATTNFER_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
@@ -32,17 +31,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, checkpoint):
     """`attnfer serve` in a subprocess (ONNX runtime, SSD detector from the cache), 1 MB / 0.7 MP limits."""
     tmp = tmp_path_factory.mktemp("serve")
-    ckpt = tmp / "model"
-    build("patt_lite", class_names=list(BASIC7)).save(ckpt)
-    export_onnx(ckpt, ckpt / "model.onnx")
-    (tmp / "cache" / "detectors").mkdir(parents=True)
-    (tmp / "cache" / "detectors" / "res10_300x300_ssd.caffemodel").write_bytes(fetch(SSD_MODEL).read_bytes())
-    (tmp / "cache" / "detectors" / "res10_deploy.prototxt").write_bytes(fetch(SSD_CONFIG).read_bytes())
+    detector_cache(tmp / "cache")
     port = _free_port()
-    cmd = [sys.executable, "-m", "attnfer", "serve", "-m", str(ckpt / "model.onnx"), "--runtime", "onnx"]
+    cmd = [sys.executable, "-m", "attnfer", "serve", "-m", str(checkpoint / "model.onnx"), "--runtime", "onnx"]
     cmd += ["--port", str(port), "--max-upload-mb", "1", "--max-megapixels", "0.7"]
     log = (tmp / "server.log").open("w")
     proc = subprocess.Popen(cmd, env={**os.environ, "ATTNFER_CACHE": str(tmp / "cache")}, stdout=log, stderr=log)

@@ -14,19 +14,10 @@ from attnfer.cli import app
 from attnfer.data import BASIC7
 from attnfer.inference import Recognizer
 from attnfer.inference.faces import SSDDetector
-from attnfer.inference.onnx_export import export_onnx
 from attnfer.inference.video import VideoReadError, VideoSource
-from conftest import build
+from conftest import detector_cache
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt") / "model"
-    build("patt_lite", class_names=list(BASIC7)).save(d)
-    export_onnx(d, d / "model.onnx")
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +29,7 @@ def rec(checkpoint):
 @pytest.fixture
 def ssd_cache(tmp_path, monkeypatch):
     """The SSD's files where `auto` finds them offline (the CLI builds its own detector)."""
-    cache = tmp_path / "cache"
-    (cache / "detectors").mkdir(parents=True)
-    (cache / "detectors" / "res10_300x300_ssd.caffemodel").write_bytes(fetch(SSD_MODEL).read_bytes())
-    (cache / "detectors" / "res10_deploy.prototxt").write_bytes(fetch(SSD_CONFIG).read_bytes())
-    monkeypatch.setenv("ATTNFER_CACHE", str(cache))
+    monkeypatch.setenv("ATTNFER_CACHE", str(detector_cache(tmp_path / "cache")))
 
 
 def _iou(a, b):
