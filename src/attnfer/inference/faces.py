@@ -209,10 +209,8 @@ class SSDDetector(FaceDetector):
         # letterbox to a square (padding = the network's mean, i.e. zero after subtraction): stretching a 16:9
         # frame to 300x300 made the SSD fire on thin strips at the frame's edge (315 of 472 frames of a
         # one-face video had a second box; none with the letterbox)
-        side = max(h, w)
-        square = np.empty((side, side, 3), np.uint8)
-        square[:] = (123, 177, 104)  # RGB order of the BGR mean (104, 177, 123)
-        square[:h, :w] = image
+        square = _letterbox(image, (123, 177, 104))  # RGB order of the BGR mean (104, 177, 123)
+        side = square.shape[0]
         bgr = cv2.cvtColor(cv2.resize(square, (300, 300), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
         blob = cv2.dnn.blobFromImage(bgr, 1.0, (300, 300), (104.0, 177.0, 123.0))
         h = w = side
@@ -226,15 +224,7 @@ class SSDDetector(FaceDetector):
             if x2 - x1 >= 8 and y2 - y1 >= 8:
                 boxes.append([x1, y1, x2 - x1, y2 - y1])
                 scores.append(float(score))
-        keep = cv2.dnn.NMSBoxes(boxes, scores, self.threshold, self.nms) if boxes else []
-        faces = sorted((Face(tuple(boxes[i]), scores[i]) for i in np.ravel(keep)), key=lambda f: -f.score)
-        # the SSD also fires on a face's sub-part (eyes + nose) with IoU below any sane NMS threshold: drop boxes
-        # overlapping a higher-scoring one by 30% of their area
-        kept: list[Face] = []
-        for f in faces:
-            if all(_containment(f.box, k.box) < 0.3 for k in kept):
-                kept.append(f)
-        return kept
+        return _suppress(boxes, scores, None, self.threshold, self.nms)
 
 
 class BlazeFaceDetector(FaceDetector):
@@ -320,9 +310,8 @@ class BlazeFaceDetector(FaceDetector):
 
     def detect(self, image: np.ndarray) -> list[Face]:
         h, w = image.shape[:2]
-        side = max(h, w)
-        square = np.zeros((side, side, 3), np.uint8)
-        square[:h, :w] = image
+        square = _letterbox(image, (0, 0, 0))
+        side = square.shape[0]
         x = cv2.resize(square, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32)
         x = x[None] / 127.5 - 1.0  # (1, S, S, 3) in [-1, 1]
         s0, s1, r0, r1 = self.session.run(None, {self.input: x})  # (1,512,1) (1,384,1) (1,512,16) (1,384,16)
@@ -344,13 +333,30 @@ class BlazeFaceDetector(FaceDetector):
                 boxes.append([round(x0), round(y0), round(x1 - x0), round(y1 - y0)])
                 scores.append(float(sc))
                 points.append(tuple((round(float(px), 1), round(float(py), 1)) for px, py in kp))
-        idx = np.ravel(cv2.dnn.NMSBoxes(boxes, scores, self.threshold, self.nms)) if boxes else []
-        faces = sorted((Face(tuple(boxes[i]), scores[i], points[i]) for i in idx), key=lambda f: -f.score)
-        kept: list[Face] = []
-        for f in faces:
-            if all(_containment(f.box, k.box) < 0.3 for k in kept):
-                kept.append(f)
-        return kept
+        return _suppress(boxes, scores, points, self.threshold, self.nms)
+
+
+def _letterbox(image: np.ndarray, fill: tuple[int, int, int]) -> np.ndarray:
+    """The image in the top-left corner of a square of side max(h, w), the rest filled with ``fill``."""
+    h, w = image.shape[:2]
+    square = np.empty((max(h, w), max(h, w), 3), np.uint8)
+    square[:] = fill
+    square[:h, :w] = image
+    return square
+
+
+def _suppress(boxes: list, scores: list[float], points: list | None, threshold: float, nms: float) -> list[Face]:
+    """Non-maximum suppression, then removal of boxes that overlap a higher-scoring kept box by 30% of their area
+    (detectors also fire on a face's sub-part, eyes + nose, with an IoU below any sane NMS threshold)."""
+    idx = np.ravel(cv2.dnn.NMSBoxes(boxes, scores, threshold, nms)) if boxes else []
+    faces = sorted(
+        (Face(tuple(boxes[i]), scores[i], points[i] if points else None) for i in idx), key=lambda f: -f.score
+    )
+    kept: list[Face] = []
+    for f in faces:
+        if all(_containment(f.box, k.box) < 0.3 for k in kept):
+            kept.append(f)
+    return kept
 
 
 def _containment(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
