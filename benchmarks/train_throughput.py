@@ -1,7 +1,8 @@
 """Training throughput per model: the real data path vs pre-made tensors (the compute-only ceiling).
 
 For each model, at its recipe's input size, time optimizer steps (forward, backward, update) fed by
-(a) a DataLoader over SynthFER in RAF-DB layout (JPEG decode, resize, flip, normalise; 2 workers),
+(a) a DataLoader over SynthFER in RAF-DB layout (JPEG decode, resize, flip, normalise; in-process on a 2-core
+CPU, 2 workers otherwise),
 (b) the same over the compiled uint8 store, and (c) one pre-made tensor batch reused every step.
 Prints images/s and the ratio data/compute (the data path must not be the bottleneck: >= 0.9).
 On CUDA it uses bf16 autocast and channels_last and records the GPU model.
@@ -65,9 +66,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["patt_lite", "emonet", "sa_fer", "feratt"])
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers (default: 0 on a CPU-only machine with <= 2 cores, where worker processes would "
+        "compete with the compute threads; else 2)",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
+    if args.workers is None:
+        args.workers = 0 if not torch.cuda.is_available() and (os.cpu_count() or 1) <= 2 else 2
     import attnfer
     from attnfer.data import load_dataset
     from attnfer.data.compiled import compile_dataset
