@@ -45,11 +45,8 @@ TORCHVISION_MOBILENET_V2 = Asset(
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def fetch(asset: Asset | NpmAsset) -> Path:

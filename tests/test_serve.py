@@ -66,6 +66,7 @@ def test_health_docs_and_prediction(server):
     body = r.json()
     assert (body["width"], body["height"]) == (1000, 667) and len(body["faces"]) == 5
     for face in body["faces"]:
+        assert set(face) == {"box", "detector_score", "label", "probabilities"}
         assert face["label"] in BASIC7 and sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-3)
         x, y, w, h = face["box"]
         assert x >= 0 and x + w <= 1000 and y >= 0 and y + h <= 667

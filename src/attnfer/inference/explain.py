@@ -89,11 +89,6 @@ def _recording(model: nn.Module) -> Iterator[list[nn.Module]]:
             m.record = False
 
 
-def _norm(m: np.ndarray) -> np.ndarray:
-    m = m - m.min()
-    return m / m.max() if m.max() > 0 else m
-
-
 def explain_face(
     model: nn.Module, x: np.ndarray, class_names: list[str], mean: list[float], std: list[float]
 ) -> tuple[list[Panel], np.ndarray]:
@@ -119,16 +114,18 @@ def explain_face(
     for i, m in enumerate(k for k in mods if isinstance(k, CBAM) and k.last_spatial_map is not None):
         s = m.last_spatial_map[0, 0].numpy()  # (h, w) in [0, 1] after the sigmoid
         panels.append(Panel(f"CBAM spatial map {i + 1} ({s.shape[0]}x{s.shape[1]})", _resize(s, H, W), True))
-    if isinstance(model, PAttLite) and model.attention_mode == "tokens" and model.last_attention is not None:
-        w = model.last_attention[0]  # (4, 4): rows = queries, columns = keys
-        assert w.shape == (4, 4) and torch.allclose(w.sum(-1), torch.ones(4), atol=1e-4)
+    w = getattr(model, "last_attention", None)
+    if w is not None and w.shape[-2:] == (4, 4):  # PAtt-Lite (tokens mode), SA-FER: 2x2 patch tokens
+        w = w[0]  # (4, 4): rows = queries, columns = keys
+        assert torch.allclose(w.sum(-1), torch.ones(4), atol=1e-4)
         received = w.mean(0).reshape(2, 2).numpy()  # (2, 2): attention each patch receives
         grid = cv2.resize(received, (W, H), interpolation=cv2.INTER_NEAREST)
-        panels.append(Panel("PAtt-Lite token attention (2x2 patches)", grid / max(grid.max(), 1e-8), True))
-    elif getattr(model, "last_attention", None) is not None and model.last_attention.shape[-1] == 4:
-        received = model.last_attention[0].mean(0).reshape(2, 2).numpy()
-        grid = cv2.resize(received, (W, H), interpolation=cv2.INTER_NEAREST)
-        panels.append(Panel("self-attention over 2x2 patch tokens", grid / max(grid.max(), 1e-8), True))
+        title = (
+            "PAtt-Lite token attention (2x2 patches)"
+            if isinstance(model, PAttLite)
+            else ("self-attention over 2x2 patch tokens")
+        )
+        panels.append(Panel(title, grid / max(grid.max(), 1e-8), True))
 
     layer = gradcam_layer(model, tuple(x.shape))
     cam = gradcam(model, xt.clone().requires_grad_(True), top, layer)
@@ -161,7 +158,7 @@ def render_panels(
     for ax, p in zip(axes.flat[1:], panels, strict=False):
         if p.overlay:
             ax.imshow(grey)
-            ax.imshow(_norm(p.data) if p.data.max() > 1 else p.data, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ax.imshow(p.data, cmap="jet", alpha=0.5, vmin=0, vmax=1)  # every heat map is in [0, 1]
         else:
             ax.imshow(p.data)
         ax.set_title(p.title, fontsize=8)

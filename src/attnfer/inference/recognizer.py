@@ -123,8 +123,8 @@ class Recognizer:
 
         Every ``stride``-th frame is processed; the detector runs on every ``detect_every``-th processed frame and
         boxes are tracked in between (``detect_every=1``: detect on every frame). Faces of consecutive frames are
-        classified together in batches of up to ``batch_size``. Raises :class:`~.video.VideoReadError` when the
-        video cannot be decoded.
+        classified together in batches of up to ``batch_size``. A :class:`~.video.VideoSource` brings its own
+        ``stride`` and ``max_frames``. Raises :class:`~.video.VideoReadError` when the video cannot be decoded.
         """
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")

@@ -14,7 +14,7 @@ import asyncio
 import io
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -176,10 +176,7 @@ def create_app(rec: Recognizer, limits: ServeLimits | None = None, model_name: s
                 return {
                     "width": image.shape[1],
                     "height": image.shape[0],
-                    "faces": [
-                        {k: v for k, v in asdict(f).items() if k in Face.model_fields} | {"box": list(f.box)}
-                        for f in faces
-                    ],
+                    "faces": [f.to_dict() for f in faces],  # the response model keeps Face's fields
                     "detector": rec.detector.name,
                     "ms": round((time.perf_counter() - t) * 1000, 2),
                 }
