@@ -60,7 +60,7 @@ def main() -> None:
     from attnfer.data.compiled import compile_dataset
     from attnfer.data.fer2013 import load_fer2013
     from attnfer.data.synthfer import generate
-    from attnfer.data.transforms import Augment, build_transform
+    from attnfer.preprocess.torch_ops import Augment, build_transform
 
     card = attnfer.create_model("patt_lite").card
     plain = build_transform(card)

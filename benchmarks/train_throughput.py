@@ -81,7 +81,7 @@ def main() -> None:
     from attnfer.data import load_dataset
     from attnfer.data.compiled import compile_dataset
     from attnfer.data.synthfer import generate
-    from attnfer.data.transforms import Augment, build_transform
+    from attnfer.preprocess.torch_ops import Augment, build_transform
     from attnfer.engine.data import SeededAugmentation
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

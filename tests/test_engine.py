@@ -78,7 +78,7 @@ def calibrated_mobilenetv1(tiny_cache, tmp_path_factory):
 
     import attnfer
     from attnfer.data import load_dataset
-    from attnfer.data.transforms import build_transform
+    from attnfer.preprocess.torch_ops import build_transform
     from attnfer.engine.data import synthfer_root
 
     ds = load_dataset("synthfer", synthfer_root(70, 64, 0))["train"]

@@ -37,7 +37,7 @@ def test_torch_and_onnx_runtimes_agree_on_a_group_photo(checkpoint, ssd):
 def test_numpy_preprocessing_matches_the_training_transform(checkpoint):
     import torch
 
-    from attnfer.data.transforms import build_transform
+    from attnfer.preprocess.torch_ops import build_transform
     from attnfer.models import load_model
 
     rec = Recognizer.from_checkpoint(checkpoint, detector="none")

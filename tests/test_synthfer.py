@@ -9,7 +9,7 @@ import torch
 from attnfer.data import load_dataset
 from attnfer.data.compositing import CompositingDataset, composite, landmark_mask
 from attnfer.data.synthfer import EXPRESSIONS, contact_sheet, generate, render
-from attnfer.data.transforms import Augment, RandomContrast, build_transform
+from attnfer.preprocess.torch_ops import Augment, RandomContrast, build_transform
 
 
 def _digest(root):

@@ -160,6 +160,8 @@ class DatasetSplits:
     validation_source: str
     skipped: SkipLog = field(default_factory=SkipLog)
     notes: list[str] = field(default_factory=list)
+    #: (height, width) every face is stored at (a compiled store), or None when faces are read as they are
+    stored_size: tuple[int, int] | None = None
 
     def __getitem__(self, split: str) -> FERDataset:
         if split not in self.splits:

@@ -1,6 +1,8 @@
 """A compact decoded store: every split as one uint8 array on disk, memory-mapped when read.
 
-``attnfer data compile DATASET ROOT OUT`` decodes each image once, resizes it to ``size`` x ``size`` and writes
+``attnfer data compile DATASET ROOT OUT`` decodes each image once, resizes it to ``size`` x ``size`` (with the
+preprocessing's own resize, :func:`attnfer.preprocess.resize_face`, bilinear and antialiased; build the store at the
+model's input size, ``--size`` or ``--model``, and training resizes nothing) and writes
 ``OUT/<split>.images.npy`` (N, size, size, 3), ``OUT/<split>.targets.npy`` and ``OUT/<split>.ids.json`` (plus
 ``<split>.soft.npy`` for soft labels), and ``OUT/meta.json`` last, so a half-written store is never mistaken for a
 complete one. An epoch then costs no JPEG decoding.
@@ -14,9 +16,9 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ..preprocess import PreprocessConfig, resize_face
 from .base import DatasetError, DatasetSplits, FERDataset, SkipLog
 
 __all__ = ["compile_dataset", "is_compiled", "load_compiled"]
@@ -29,9 +31,8 @@ def is_compiled(root: str | Path) -> bool:
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[:2] == (size, size):
-        return img
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    """The stored face: stretched to size x size as the preprocessing would (colour kept; grey is per model)."""
+    return resize_face(img, PreprocessConfig(input_size=(3, size, size)), grayscale=False)
 
 
 def compile_dataset(data: DatasetSplits, out: str | Path, size: int = 112, workers: int = 2) -> Path:
@@ -103,4 +104,5 @@ def load_compiled(root: str | Path) -> DatasetSplits:
         meta["validation_source"],
         SkipLog(),
         [*meta["notes"], f"compiled store at {meta['size']}x{meta['size']}"],
+        stored_size=(meta["size"], meta["size"]),
     )

@@ -5,8 +5,10 @@ translated and warped (train: 30 deg, 0.2, 0.1; eval: 45 deg, 0.3, 0.2); a rando
 (or of a procedural clutter texture when no folder is given) of the same size is cut; the face's lightness
 is matched to the background in Lab space (L scaled by mean background L / mean face L under the mask, the
 factor clipped to [0.5, 1.5], L clipped to [10, 90]); the mask is cleaned by a 7x7 closing, an erosion and
-hole filling. Outputs, all grey replicated to 3 channels: the composite ``x_img``, the target ``x_org`` (the
-face on black, for the attention-reconstruction loss) and the ``mask``.
+hole filling. Outputs: the RGB composite ``x_img``, the target ``x_org`` (the face on black, for the
+attention-reconstruction loss) and the ``mask``. The dataset then feeds both images through the model's own
+preprocessing (:mod:`attnfer.preprocess`: grey only when the model is, the model's normalisation): compositing is
+a choice of training data, not part of the input contract.
 
 Face masks come from the dataset: SynthFER's ``Image/mask/*_mask.png``, or the convex hull of 68 landmarks
 (CK+ ``Landmarks/``).
@@ -22,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..preprocess import PreprocessConfig
+from ..preprocess.torch_ops import build_transform
 from ._common import IMAGE_SUFFIXES
 from .base import DatasetError, FERDataset, read_image
 
@@ -71,7 +75,10 @@ def composite(
     size: int = 128,
     pad: int = 10,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Composite one face. Returns (x_img, x_org, mask) as uint8 (size, size, 3), (size, size, 3), (size, size)."""
+    """Composite one face. Returns RGB (x_img, x_org, mask) as uint8 (size, size, 3), (size, size, 3), (size, size).
+
+    The face is scaled into the ``size`` canvas as part of the random placement (the composite's geometry), with
+    OpenCV's area kernel; the result is then preprocessed like any face by the dataset."""
     ranges = _TRAIN_RANGE if train else _EVAL_RANGE
     face = cv2.resize(face, (size - 2 * pad, size - 2 * pad), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(mask, (size - 2 * pad, size - 2 * pad), interpolation=cv2.INTER_NEAREST)
@@ -97,40 +104,37 @@ def composite(
     bg = cv2.resize(background[y0 : y0 + win, x0 : x0 + win], (size, size), interpolation=cv2.INTER_AREA)
     face = _match_lightness(face, bg, mask)
     m = (mask > 0)[..., None]
-    x_img = np.where(m, face, bg)
+    x_img = np.where(m, face, bg).astype(np.uint8)
     x_org = np.where(m, face, 0).astype(np.uint8)
-
-    def grey3(x: np.ndarray) -> np.ndarray:
-        g = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
-        return np.repeat(g[..., None], 3, axis=2)
-
-    return grey3(x_img), grey3(x_org), mask
+    return x_img, x_org, mask
 
 
 class CompositingDataset(Dataset):
     """Wrap a dataset whose faces have masks into FERAtt's composited samples.
 
-    ``__getitem__`` returns ``(x_img, target, x_org, mask)`` with x_img/x_org float tensors (3, size, size)
-    normalised by ``mean``/``std`` and mask a float tensor (1, size, size) in {0, 1}. Masks are
-    ``Image/mask/<id>_mask.png`` beside SynthFER's images, or the landmark hull (``extras["landmarks"]``).
-    ``backgrounds`` is a folder of images; without one, procedural clutter textures are drawn.
+    ``__getitem__`` returns ``(x_img, target, {"x_org": ..., "mask": ...})``: x_img and x_org are the composite and
+    the face on black, preprocessed as ``preprocess`` says (the model's config: size, grey, normalisation); mask is a
+    float tensor (1, h, w) in {0, 1}. Masks are ``Image/mask/<id>_mask.png`` beside SynthFER's images, or the
+    landmark hull (``extras["landmarks"]``). ``backgrounds`` is a folder of images; without one, procedural clutter
+    textures are drawn. Training composites differ per epoch (:meth:`set_epoch`, called by the engine's loader for
+    every sample it draws); evaluation composites are fixed per index.
     """
 
     def __init__(
         self,
         base: FERDataset,
+        preprocess: PreprocessConfig,
         backgrounds: str | Path | None = None,
-        size: int = 128,
         train: bool = True,
         seed: int = 0,
-        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-        std: tuple[float, ...] = (0.229, 0.224, 0.225),
     ) -> None:
         if base.paths is None:
             raise DatasetError(base.name, "compositing needs file-based samples with masks or landmarks")
-        self.base, self.size, self.train, self.seed = base, size, train, seed
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
+        h, w = preprocess.size
+        if h != w:
+            raise ValueError(f"compositing needs a square model input, got {h}x{w}")
+        self.base, self.preprocess, self.size, self.train, self.seed = base, preprocess, h, train, seed
+        self.transform = build_transform(preprocess)  # the model's input contract, no augmentation
         self.backgrounds: list[Path] = []
         if backgrounds is not None:
             self.backgrounds = sorted(p for p in Path(backgrounds).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -160,18 +164,16 @@ class CompositingDataset(Dataset):
 
         return clutter_background(rng, 2 * self.size)
 
-    def __getitem__(self, i: int):
-        # training draws differ per epoch (set_epoch); evaluation composites are fixed per index
+    def composite(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The uint8 (x_img, x_org, mask) of sample ``i`` in the current epoch (before preprocessing)."""
         rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, i])
         face = self.base.load_image(i)
-        x_img, x_org, mask = composite(
-            face, self._mask(i, face.shape[:2]), self._background(rng), rng, self.train, self.size
-        )
+        return composite(face, self._mask(i, face.shape[:2]), self._background(rng), rng, self.train, self.size)
 
-        def to_t(x: np.ndarray) -> torch.Tensor:
-            return (torch.from_numpy(x).permute(2, 0, 1).float() / 255.0 - self.mean) / self.std
-
-        return to_t(x_img), int(self.base.targets[i]), to_t(x_org), torch.from_numpy(mask > 0).float()[None]
+    def __getitem__(self, i: int):
+        x_img, x_org, mask = self.composite(i)
+        extras = {"x_org": self.transform(x_org), "mask": torch.from_numpy(mask > 0).float()[None]}
+        return self.transform(x_img), self.base.target(i), extras
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -1,9 +1,16 @@
-"""The LightningDataModule: datasets from the config, preprocessing from the model card."""
+"""The LightningDataModule: datasets from the recipe, preprocessing from the model's config.
+
+Every split goes through :mod:`attnfer.preprocess` built from the model's :class:`~attnfer.preprocess.PreprocessConfig`
+(the same definition inference uses); training adds the recipe's augmentations. Training order and augmentation are
+pure functions of (seed, epoch, index), so a resumed run continues exactly, and under DDP every rank gets an equal
+shard (padded as ``torch.utils.data.DistributedSampler`` pads).
+"""
 
 from __future__ import annotations
 
-import os
+import math
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +20,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..data import DatasetSplits, load_dataset
-from ..data.transforms import Augment, build_transform
+from ..files import cache_dir
+from ..preprocess import PreprocessConfig, as_preprocess
+from ..preprocess.torch_ops import Augment, build_transform
 from .config import AugmentConfig, TrainConfig
 
 __all__ = ["EpochShuffleSampler", "FERDataModule", "load_run_data", "synthfer_root"]
@@ -23,8 +32,7 @@ def synthfer_root(n: int, size: int, seed: int) -> Path:
     """SynthFER in the user cache (generated once per (n, size, seed))."""
     from ..data.synthfer import generate
 
-    cache = Path(os.environ.get("ATTNFER_CACHE", Path.home() / ".cache" / "attnfer"))
-    root = cache / f"synthfer-n{n}-s{size}-seed{seed}"
+    root = cache_dir(f"synthfer-n{n}-s{size}-seed{seed}")
     if not (root / "synthfer.json").is_file():
         generate(root, n=n, size=size, seed=seed)
     return root
@@ -60,10 +68,14 @@ class EpochShuffleSampler(Sampler[int]):
     Lightning calls ``set_epoch`` on samplers that have it. The order is a permutation seeded by (seed, epoch);
     each yielded index is ``epoch * n + i`` so that :class:`SeededAugmentation` can seed sample i's augmentation
     from (seed, epoch, i), whatever process or worker draws it. With ``weights`` it draws with replacement
-    proportionally to them (the class-balanced sampler). Under DDP each rank takes every world_size-th index.
+    proportionally to them (the class-balanced sampler). Under DDP the order is padded by repeating its head to a
+    multiple of the world size, as ``DistributedSampler`` does, and each rank takes every world-th index: every
+    rank runs the same number of steps (unequal shards hang collective operations).
     """
 
     def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None, rank: int = 0, world: int = 1) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
         self.n, self.seed, self.weights, self.rank, self.world = n, seed, weights, rank, world
         self.epoch = 0
 
@@ -76,10 +88,14 @@ class EpochShuffleSampler(Sampler[int]):
             order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         else:
             order = torch.randperm(self.n, generator=g)
-        return iter((order[self.rank :: self.world] + self.epoch * self.n).tolist())
+        total = len(self) * self.world
+        if total > self.n:  # pad with the head of the order (repeated if the world exceeds n)
+            order = torch.cat([order, order.repeat(math.ceil(total / self.n))[: total - self.n]])
+        assert len(order) == total
+        return iter((order[self.rank : total : self.world] + self.epoch * self.n).tolist())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
+        return math.ceil(self.n / self.world)
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
@@ -87,7 +103,8 @@ class SeededAugmentation(torch.utils.data.Dataset):
 
     Indices come from :class:`EpochShuffleSampler` as ``epoch * n + i``. Each draw runs under a forked RNG seeded
     from (seed, epoch, i): results do not depend on the number of DataLoader workers nor on what ran before, which
-    is what makes resuming exact.
+    is what makes resuming exact. A dataset that varies by epoch itself (``set_epoch``, e.g. composited training
+    data) is told the epoch of every sample it is asked for.
     """
 
     def __init__(self, dataset: Any, seed: int) -> None:
@@ -99,6 +116,9 @@ class SeededAugmentation(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         epoch, i = divmod(int(k), self.n)
         sample_seed = (self.seed * 1_000_003 + epoch * 100_003 + i) % (2**63)
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed)
             random.seed(sample_seed)
@@ -106,10 +126,22 @@ class SeededAugmentation(torch.utils.data.Dataset):
 
 
 class FERDataModule(L.LightningDataModule):
-    def __init__(self, cfg: TrainConfig, data: DatasetSplits, card: Any) -> None:
+    """Loaders of a recipe's dataset for a model whose preprocessing is ``preprocess`` (a
+    :class:`~attnfer.preprocess.PreprocessConfig`, or a model / model config that has one)."""
+
+    def __init__(self, cfg: TrainConfig, data: DatasetSplits, preprocess: Any) -> None:
         super().__init__()
-        self.cfg, self.data, self.card = cfg, data, card
+        self.cfg, self.data = cfg, data
+        self.preprocess: PreprocessConfig = as_preprocess(preprocess)
         self.augment = to_augment(cfg.augment)
+        stored = data.stored_size
+        h, w = self.preprocess.size
+        if stored is not None and (h > stored[0] or w > stored[1]):
+            warnings.warn(
+                f"the compiled store keeps faces at {stored[0]}x{stored[1]} but the model's input is {h}x{w}: faces "
+                f"are upsampled from the stored size (compile the store with --size {max(h, w)} to avoid it)",
+                stacklevel=2,
+            )
 
     def set_augment(self, augment: AugmentConfig | None) -> None:
         self.augment = to_augment(augment or self.cfg.augment)
@@ -120,18 +152,9 @@ class FERDataModule(L.LightningDataModule):
         if self.cfg.data.compositing:
             from ..data.compositing import CompositingDataset
 
-            size = self.card.input_size[-1]
-            return CompositingDataset(
-                ds,
-                self.cfg.data.backgrounds,
-                size=size,
-                train=train,
-                seed=self.cfg.seed,
-                mean=tuple(self.card.mean),
-                std=tuple(self.card.std),
-            )
+            return CompositingDataset(ds, self.preprocess, self.cfg.data.backgrounds, train=train, seed=self.cfg.seed)
         ds = ds.subset(np.arange(len(ds)))  # own copy: transforms differ between loaders
-        ds.transform = build_transform(self.card, train=train, augment=self.augment)
+        ds.transform = build_transform(self.preprocess, train=train, augment=self.augment)
         return ds
 
     def _loader(self, ds, batch_size: int, sampler=None) -> DataLoader:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..models import logits_of
+from ..files import write_json  # noqa: F401  (the engine writes its JSON through this module)
 
 __all__ = ["batch_invariance", "classification_metrics", "plot_confusion", "predict_loader"]
-
 
 @torch.no_grad()
 def predict_loader(model: torch.nn.Module, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +20,7 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: str = "cp
     probs, targets = [], []
     for batch in loader:
         x, y = batch[0], batch[1]
-        probs.append(logits_of(model(x.to(device))).float().softmax(1).cpu())
+        probs.append(model(x.to(device)).float().softmax(1).cpu())
         targets.append(y if y.dim() == 1 else y.argmax(1))
     return torch.cat(probs).numpy(), torch.cat(targets).numpy()
 
@@ -118,9 +116,3 @@ def plot_confusion(cm_norm: list[list[float]], class_names: list[str], path: Pat
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)

@@ -1,4 +1,8 @@
-"""The LightningModule: losses, metrics and optimisers of the recipes."""
+"""The LightningModule: the recipes' optimisers, schedules and metrics around the model's own loss.
+
+The model owns its loss (``model.forward_train`` + ``model.loss``) and its per-phase settings
+(``model.apply_phase_settings``); this module names no model family.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,19 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..models import FERAttLoss, FERAttOutput, logits_of
 from .config import PhaseConfig, TrainConfig
 
-__all__ = ["FERModule", "apply_phase_model_settings"]
+__all__ = ["FERModule", "split_batch"]
 
 
-def apply_phase_model_settings(model: nn.Module, settings: dict) -> None:
-    """Per-phase model settings: backbone freezing and dropout rates (PAtt-Lite's two graphs)."""
-    settings = dict(settings)
-    if "unfreeze_last_n" in settings or "freeze_backbone" in settings:
-        if not hasattr(model, "set_backbone_trainable"):
-            raise ValueError(f"{type(model).__name__} has no backbone freezing options")
-        model.set_backbone_trainable(
-            settings.pop("freeze_backbone", getattr(model, "freeze_backbone", True)),
-            settings.pop("unfreeze_last_n", 0),
-        )
-    for key, value in settings.items():  # dropout rates: attribute name -> module with .p
-        module = getattr(
-            model,
-            {"drop_rate": "drop", "spatial_drop_rate": "spatial_drop", "attn_drop_rate": "attn_drop"}.get(key, key),
-            None,
-        )
-        if module is None or not hasattr(module, "p"):
-            raise ValueError(f"phase model setting '{key}' does not match a dropout of {type(model).__name__}")
-        module.p = float(value)
+def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(x, y) or (x, y, extras): extras is a dict of what some training data adds for the loss (e.g. a target
+    image); evaluation uses x and y only."""
+    x, y, *rest = batch
+    extras = rest[0] if rest and isinstance(rest[0], dict) else {}
+    return x, y, extras
 
 
 class FERModule(L.LightningModule):
@@ -48,9 +37,7 @@ class FERModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_bacc = MulticlassAccuracy(self.num_classes, average="macro")
-        self.feratt_loss = FERAttLoss(
-            self.num_classes, label_smoothing=cfg.label_smoothing, **{f"{k}_weight": v for k, v in cfg.loss.items()}
-        )
+        model.configure_loss(**cfg.loss)  # the recipe's loss options; unknown ones fail here, before training
 
     def set_phase(self, phase: PhaseConfig) -> None:
         self.phase = phase
@@ -58,21 +45,18 @@ class FERModule(L.LightningModule):
     def forward(self, x: torch.Tensor):
         return self.model(x)
 
-    def _loss(self, out, y, x_org=None) -> tuple[torch.Tensor, dict]:
-        if isinstance(out, FERAttOutput):
-            parts = self.feratt_loss(out, y, x_org)
-            return parts["loss"], {k: v.detach() for k, v in parts.items() if k != "loss"}
+    def _loss(self, out: dict, y: torch.Tensor, extras: dict) -> tuple[torch.Tensor, dict]:
         weight = self.class_weights if self.phase.class_weights and self.class_weights.numel() else None
-        return F.cross_entropy(out, y, weight=weight, label_smoothing=self.cfg.label_smoothing), {}
+        return self.model.loss(out, y, extras, label_smoothing=self.cfg.label_smoothing, class_weight=weight)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y, *rest = batch
+        x, y, extras = split_batch(batch)
         if self.cfg.trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        loss, parts = self._loss(out, y, rest[0] if rest else None)
+        out = self.model.forward_train(x)
+        loss, parts = self._loss(out, y, extras)
         hard = y if y.dim() == 1 else y.argmax(1)
-        self.train_acc(logits_of(out).detach(), hard)
+        self.train_acc(out["logits"].detach(), hard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         for k, v in parts.items():
@@ -80,10 +64,10 @@ class FERModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y, *rest = batch
-        out = self.model(x)
-        loss, _ = self._loss(out, y, rest[0] if rest else None)
-        logits = logits_of(out)
+        x, y, extras = split_batch(batch)
+        out = self.model.forward_train(x)
+        loss, _ = self._loss(out, y, extras)
+        logits = out["logits"]
         self.val_acc(logits, y)
         self.val_bacc(logits, y)
         self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=len(x), sync_dist=True)

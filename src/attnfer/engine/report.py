@@ -69,33 +69,10 @@ def _curves(run_dir: Path):
 
 @torch.no_grad()
 def attention_overlay(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray | None:
-    """Where the model attends, as an (H, W) map in [0, 1] for one preprocessed image (1, 3, H, W).
-
-    PAtt-Lite and SA-FER: attention received by each of the 2x2 patch tokens; FERAtt: sigmoid of its attention
-    map. Other models: None (Grad-CAM comes with the inference tools).
-    """
-    import torch.nn.functional as F
-
-    from ..models import FERAtt
-
+    """The model's first attention heat map for one preprocessed image (1, 3, H, W), or None."""
     model.eval()
-    H, W = x.shape[-2:]
-    if isinstance(model, FERAtt):
-        A, _, _ = model.forward_attention(x)
-        return torch.sigmoid(A).mean(1)[0].numpy()
-    if hasattr(model, "record") and hasattr(model, "last_attention"):
-        model.record = True
-        try:
-            model(x)
-        finally:
-            model.record = False
-        w = model.last_attention
-        if w is None or w.shape[-1] != 4 or w.shape[0] != 1:
-            return None
-        received = w[0].mean(0).view(1, 1, 2, 2)  # attention each patch token receives
-        grid = F.interpolate(received, size=(H, W), mode="nearest")[0, 0]
-        return ((grid - grid.min()) / (grid.max() - grid.min() + 1e-8)).numpy()
-    return None
+    maps = [m for m in model.attention_maps(x) if m.overlay]
+    return maps[0].data if maps else None
 
 
 def _samples(run_dir: Path, n: int) -> str | None:
@@ -104,8 +81,8 @@ def _samples(run_dir: Path, n: int) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..data.transforms import build_transform
-    from ..models import load_model, logits_of
+    from ..models import load_model
+    from ..preprocess.torch_ops import build_transform
     from .config import load_config
     from .data import load_run_data
 
@@ -116,7 +93,7 @@ def _samples(run_dir: Path, n: int) -> str | None:
         return None
     data = load_run_data(cfg)
     model = load_model(run_dir / "best").eval()
-    tf = build_transform(model.card)
+    tf = build_transform(model.cfg)
     test = data["test"]
     idx = np.random.default_rng(0).choice(len(test), size=min(n, len(test)), replace=False)
     cols = 6
@@ -128,7 +105,7 @@ def _samples(run_dir: Path, n: int) -> str | None:
         img = test.load_image(int(i))
         x = tf(torch.from_numpy(np.array(img)).permute(2, 0, 1))[None]
         with torch.no_grad():
-            p = logits_of(model(x)).softmax(1)[0]
+            p = model(x).softmax(1)[0]
         pred, true = test.class_names[int(p.argmax())], test.class_names[int(test.targets[i])]
         shown = np.asarray(
             torch.nn.functional.interpolate(

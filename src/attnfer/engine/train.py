@@ -36,7 +36,7 @@ from .callbacks import SafetensorsCheckpoint, StopAfterEpochs
 from .config import TrainConfig, load_config, to_dict
 from .data import FERDataModule, load_run_data
 from .evaluate import batch_invariance, classification_metrics, plot_confusion, predict_loader, write_json
-from .module import FERModule, apply_phase_model_settings
+from .module import FERModule
 
 __all__ = ["evaluate_run", "resume", "train"]
 
@@ -134,7 +134,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     module = FERModule(model, cfg, class_weights(data["train"]))
-    dm = FERDataModule(cfg, data, model.card)
+    dm = FERDataModule(cfg, data, model.cfg)
     checkpoint_cb = SafetensorsCheckpoint(run_dir, "val/acc", "max")
 
     for k, phase in enumerate(cfg.phases):
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
         if not resuming_phase:
             (run_dir / "phase_best.safetensors").unlink(missing_ok=True)
             checkpoint_cb.phase_best = float("-inf")
-        apply_phase_model_settings(model, phase.model)
+        model.apply_phase_settings(phase.model)
         module.set_phase(phase)
         dm.set_augment(phase.augment)
         checkpoint_cb.phase = phase.name
@@ -234,7 +234,7 @@ def evaluate_run(run_dir: Path, cfg: TrainConfig, dm: FERDataModule) -> dict[str
             report["checkpoints"]["last"] = {**report["checkpoints"]["best"], "same_as": "best"}
             continue
         model = load_model(run_dir / which)
-        batch_dependent = model.card.batch_dependent
+        batch_dependent = model.cfg.batch_dependent
         entry: dict[str, Any] = {"batch_dependent": batch_dependent, "selected_at": selected_at}
         for split in splits:
             # batch-dependent models: shuffled, fixed-size batches (never class-sorted ones)

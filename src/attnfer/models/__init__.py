@@ -1,11 +1,12 @@
 """attnfer's model zoo: one file per family, all behind a timm-style registry."""
 
 from . import emonet, feratt, patt_lite, preact_resnet, sa_fer, timm_baselines  # noqa: F401  (registers)
-from ._base import FERModel, ModelCard, count_macs, count_parameters
-from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from ._base import AttentionMap, FERModel, count_macs, count_parameters, recording
+from ._cfg import DEFAULT_CLASS_NAMES, ModelCfg, PretrainedSource
+from ._registry import create_model, get_model_cfg, is_model, list_models, model_entrypoint, register_model
 from .diagnostics import batch_dependence
 from .emonet import EMONet
-from .feratt import FERAtt, FERAttLoss, FERAttOutput, attention_loss, gmm_loss
+from .feratt import FERAtt, FERAttLoss, attention_loss, gmm_loss
 from .io import CheckpointError, load_model, save_model
 from .patt_lite import BatchDependentWarning, PAttLite
 from .preact_resnet import PreActResNet18
@@ -14,18 +15,20 @@ from .sa_fer import SAFER
 from .timm_baselines import TimmClassifier
 
 __all__ = [
+    "DEFAULT_CLASS_NAMES",
     "SAFER",
+    "AttentionMap",
     "BatchDependentWarning",
     "CheckpointError",
     "EMONet",
     "FERAtt",
     "FERAttLoss",
-    "FERAttOutput",
     "FERModel",
-    "ModelCard",
+    "ModelCfg",
     "PAttLite",
     "PreActResNet18",
     "PretrainedLoadReport",
+    "PretrainedSource",
     "PretrainedWeightsError",
     "TimmClassifier",
     "attention_loss",
@@ -33,18 +36,14 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "create_model",
+    "get_model_cfg",
     "gmm_loss",
     "is_model",
     "list_models",
     "load_model",
     "load_pretrained",
-    "logits_of",
     "model_entrypoint",
+    "recording",
     "register_model",
     "save_model",
 ]
-
-
-def logits_of(output):
-    """The (B, C) logits of any model's forward output (FERAtt returns a structured output)."""
-    return output.logits if isinstance(output, FERAttOutput) else output

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-__all__ = ["FERModel", "ModelCard", "count_macs", "count_parameters"]
+from ._cfg import ModelCfg
+
+__all__ = [
+    "AttentionMap",
+    "FERModel",
+    "count_macs",
+    "count_parameters",
+    "recording",
+    "token_attention_map",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,32 +32,41 @@ NO_NORM_MEAN = (0.0, 0.0, 0.0)
 NO_NORM_STD = (1.0, 1.0, 1.0)
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """What a user needs to feed a model correctly and to know what it is.
+@dataclass
+class AttentionMap:
+    """One picture of where a model attends, for one input: a heat map (H, W) in [0, 1] drawn over the face
+    (``overlay``), or an RGB image (H, W, 3) in [0, 1] shown as it is (e.g. an attention image)."""
 
-    ``mean``/``std`` apply to RGB pixels scaled to [0, 1]; ``input_size`` is (channels, height, width).
-    """
+    title: str
+    data: np.ndarray
+    overlay: bool = True
 
-    name: str
-    paper: str
-    input_size: tuple[int, int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    num_params: int
-    color_order: str = "RGB"
-    interpolation: str = "bilinear"
-    deviations: tuple[str, ...] = ()
-    batch_dependent: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        d["mean"] = list(self.mean)
-        d["std"] = list(self.std)
-        d["deviations"] = list(self.deviations)
-        return d
+@contextmanager
+def recording(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Turn on ``record`` in every module that has it (attention layers keep their last weights) for a forward."""
+    mods = [m for m in model.modules() if hasattr(m, "record")]
+    for m in mods:
+        m.record = True
+    try:
+        yield mods
+    finally:
+        for m in mods:
+            m.record = False
+
+
+def token_attention_map(weights: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Self-attention among a 2x2 grid of patch tokens, (1, 4, 4) with rows = queries, as the attention each patch
+    receives (mean over queries) on the image quadrant it mostly covers: (H, W) in [0, 1] (divided by its max)."""
+    assert weights.shape[-2:] == (4, 4) and weights.shape[0] == 1, tuple(weights.shape)
+    w = weights[0].float()  # (4, 4)
+    assert torch.allclose(w.sum(-1), torch.ones(4), atol=1e-4), "attention rows must sum to 1"
+    received = w.mean(0).reshape(2, 2).cpu().numpy()  # (2, 2)
+    H, W = size
+    rows = np.minimum(np.arange(H) * 2 // H, 1)
+    cols = np.minimum(np.arange(W) * 2 // W, 1)
+    grid = received[rows][:, cols]  # (H, W), nearest upsampling of the 2x2 grid
+    return (grid / max(float(grid.max()), 1e-8)).astype(np.float32)
 
 
 def count_parameters(model: nn.Module, include_bn_stats: bool = False, trainable_only: bool = False) -> int:
@@ -71,7 +93,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] | None = None,
     from torch.utils.flop_counter import FlopCounterMode
 
     if input_size is None:
-        input_size = model.card.input_size
+        input_size = model.cfg.input_size
     was_training = model.training
     model.eval()
     try:
@@ -85,29 +107,33 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] | None = None,
 
 
 class FERModel(nn.Module):
-    """Base class of attnfer models (timm's model interface plus a card and save/load).
+    """Base class of attnfer models: timm's model interface, Lightning-style ownership of the loss and of the
+    per-phase settings, the model's attention maps, and its declarative config.
 
-    Subclasses implement ``forward_features`` and ``forward_head`` and set ``num_classes``,
-    ``num_features`` and the card fields in ``_card_fields()``.
+    Subclasses implement ``forward_features`` and ``forward_head`` and set ``num_classes`` and ``num_features``;
+    ``forward`` returns logits for every model. A model whose training needs more than logits (auxiliary outputs,
+    extra losses) overrides ``forward_train`` and ``loss``; one with its own attention overrides
+    ``attention_maps``. The config (:class:`ModelCfg`) is given at registration and set by ``create_model``.
     """
 
-    #: Paper reference shown on the card; set by subclasses.
-    paper: str = ""
-    #: Deviations from the original implementation, stated on the card; set by subclasses.
-    deviations: tuple[str, ...] = ()
     #: Attribute path of the final classifier (an ``nn.Linear``), for ``reset_classifier``.
     classifier_attr: str = "head"
+    #: Per-phase recipe settings that set a dropout probability -> path of the ``nn.Dropout`` module.
+    dropout_settings: ClassVar[dict[str, str]] = {}
 
     num_classes: int
     num_features: int
     model_name: str = ""
     model_kwargs: dict[str, Any]
     class_names: list[str] | None = None
+    cfg: ModelCfg
 
     def __init__(self) -> None:
         super().__init__()
         self.model_kwargs = {}
         self.class_names = None
+        self.cfg = ModelCfg()
+        self.loss_options: dict[str, Any] = {}
 
     # ---- forward -------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,8 +142,71 @@ class FERModel(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> Any:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch (B, 3, H, W) -> logits (B, C)."""
         return self.forward_head(self.forward_features(x))
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything the loss needs, at least ``{"logits": (B, C)}``."""
+        return {"logits": self(x)}
+
+    # ---- loss (the model owns it) ----------------------------------------------------------------
+    def configure_loss(self, **options: Any) -> None:
+        """Options of this model's loss (a recipe's ``loss:`` mapping); unknown options are an error."""
+        if options:
+            raise ValueError(
+                f"{type(self).__name__} takes no loss options (its loss is cross-entropy), got {', '.join(options)}"
+            )
+
+    def loss(
+        self,
+        outputs: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        extras: dict[str, torch.Tensor] | None = None,
+        *,
+        label_smoothing: float = 0.0,
+        class_weight: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named parts) of ``forward_train`` outputs; targets are class indices (B,) or soft (B, C)."""
+        return F.cross_entropy(outputs["logits"], targets, weight=class_weight, label_smoothing=label_smoothing), {}
+
+    # ---- phases ----------------------------------------------------------------------------------
+    def apply_phase_settings(self, settings: dict[str, Any]) -> None:
+        """A recipe phase's model settings: backbone freezing (``freeze_backbone``, ``unfreeze_last_n``) for
+        models with ``set_backbone_trainable``, and dropout rates named in ``dropout_settings``."""
+        settings = dict(settings)
+        if "unfreeze_last_n" in settings or "freeze_backbone" in settings:
+            setter = getattr(self, "set_backbone_trainable", None)
+            if setter is None:
+                raise ValueError(f"{type(self).__name__} has no backbone freezing options")
+            setter(
+                settings.pop("freeze_backbone", getattr(self, "freeze_backbone", True)),
+                settings.pop("unfreeze_last_n", 0),
+            )
+        for key, value in settings.items():
+            path = self.dropout_settings.get(key)
+            if path is None:
+                known = (
+                    ", ".join(
+                        ["freeze_backbone", "unfreeze_last_n", *self.dropout_settings]
+                        if hasattr(self, "set_backbone_trainable")
+                        else self.dropout_settings
+                    )
+                    or "none"
+                )
+                raise ValueError(
+                    f"phase model setting '{key}' is not a setting of {type(self).__name__} (known: {known})"
+                )
+            module = self.get_submodule(path)
+            assert hasattr(module, "p"), f"{path} is not a dropout"
+            module.p = float(value)
+
+    # ---- attention -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[AttentionMap]:
+        """Where the model attends for one preprocessed input (1, 3, H, W), at input resolution: its own attention
+        (none for a plain CNN). Grad-CAM, which works for any model, is in ``attnfer.inference.explain``."""
+        return []
 
     # ---- classifier ----------------------------------------------------------------------------
     def get_classifier(self) -> nn.Module:
@@ -146,21 +235,29 @@ class FERModel(nn.Module):
     def _init_classifier(self, layer: nn.Linear) -> None:
         """Initialise a classifier made by ``reset_classifier``; PyTorch's default unless overridden."""
 
-    # ---- description ---------------------------------------------------------------------------
-    def _card_fields(self) -> dict[str, Any]:
-        """input_size, mean, std and optional overrides (interpolation, extra, batch_dependent)."""
-        raise NotImplementedError
+    # ---- description ----------------------------------------------------------------------------
+    @property
+    def card(self) -> ModelCfg:
+        """The model's config (alias of ``cfg``): input contract, paper, deviations, batch dependence."""
+        return self.cfg
 
     @property
-    def card(self) -> ModelCard:
-        fields = self._card_fields()
-        return ModelCard(
-            name=self.model_name or type(self).__name__,
-            paper=self.paper,
-            num_params=count_parameters(self),
-            deviations=tuple(self.deviations),
-            **fields,
-        )
+    def output_names(self) -> list[str]:
+        """Names of the outputs: the model's class names, else ``class_0``..."""
+        return list(self.class_names) if self.class_names else [f"class_{i}" for i in range(self.num_classes)]
+
+    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """ImageNet backbone keys -> ours: the config's default prefix mapping (families with other layouts
+        override this and may call it after renaming)."""
+        src = self.cfg.pretrained
+        if src is None:
+            return {}
+        own = self.state_dict()
+        return {
+            src.prefix + k: v
+            for k, v in state_dict.items()
+            if not any(k.startswith(e) for e in src.exclude) and src.prefix + k in own
+        }
 
     def frozen_parameter_names(self) -> list[str]:
         """Parameters that deliberately receive no gradient (e.g. a frozen backbone)."""

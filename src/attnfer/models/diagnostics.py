@@ -22,7 +22,6 @@ def batch_dependence(
     randomly initialised deep nets): a model that treats samples independently then returns ~1e-12,
     PAtt-Lite's original batch attention differences of order 0.1-1. ``dtype=None`` checks the model as is.
     """
-    from . import logits_of
 
     assert x.shape[0] >= 2, "need at least two samples"
     if dtype is not None:
@@ -32,12 +31,12 @@ def batch_dependence(
     model.eval()
     try:
         g = torch.Generator().manual_seed(seed)
-        alone = torch.cat([logits_of(model(x[i : i + 1])) for i in range(x.shape[0])])  # (B, C)
-        together = logits_of(model(x))  # (B, C)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(x.shape[0])])  # (B, C)
+        together = model(x)  # (B, C)
         perm = torch.randperm(x.shape[0], generator=g)
-        shuffled = logits_of(model(x[perm]))[torch.argsort(perm)]  # (B, C), back in x's order
+        shuffled = model(x[perm])[torch.argsort(perm)]  # (B, C), back in x's order
         strangers = torch.randn((3, *x.shape[1:]), generator=g, dtype=x.dtype) * x.std() + x.mean()
-        with_strangers = logits_of(model(torch.cat([x[:1], strangers])))[:1]  # (1, C)
+        with_strangers = model(torch.cat([x[:1], strangers]))[:1]  # (1, C)
     finally:
         model.train(was_training)
     return max(

@@ -24,13 +24,15 @@ Deviations / interpretation:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 from torchvision.ops.misc import Conv2dNormActivation
 
+from ..preprocess import PreprocessConfig
 from ._base import IMAGENET_MEAN, IMAGENET_STD, FERModel
+from ._cfg import ModelCfg, PretrainedSource
 from ._registry import register_model
 from .layers import ECA
 
@@ -88,11 +90,8 @@ class EMONet(FERModel):
         in_chans: input channels.
     """
 
-    paper = "EMO-Net (xiayu-cell/EMO-Net, 2023)"
     classifier_attr = "classifier.1"
-    gradcam_target = "features"  # (B, 1280, 7, 7), the last feature map
-    deviations = ("shortcut_weight (lambda) defaults to the README's 0.5; the released code hard-codes 0.8",)
-    pretrained_url = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+    dropout_settings: ClassVar[dict[str, str]] = {"drop_rate": "classifier.0"}
 
     def __init__(
         self, num_classes: int = 7, shortcut_weight: float = 0.5, drop_rate: float = 0.2, in_chans: int = 3
@@ -135,13 +134,9 @@ class EMONet(FERModel):
         x = self.pool(x).flatten(1)  # (B, 1280)
         return x if pre_logits else self.classifier(x)
 
-    def _card_fields(self) -> dict[str, Any]:
-        return dict(
-            input_size=(3, 224, 224),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            extra={"shortcut_weight": self.shortcut_weight},
-        )
+    @staticmethod
+    def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
+        return cfg.replace(extra={"shortcut_weight": kwargs.get("shortcut_weight", 0.5)})
 
     def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """torchvision ``mobilenet_v2`` keys (identical to ours) or timm ``mobilenetv2_100`` keys -> ours.
@@ -150,8 +145,7 @@ class EMONet(FERModel):
         """
         if any(k.startswith("blocks.") for k in state_dict):
             state_dict = _timm_mobilenetv2_to_torchvision(state_dict)
-        own = self.state_dict()
-        return {k: v for k, v in state_dict.items() if k.startswith("features.") and k in own}
+        return super().map_pretrained(state_dict)
 
 
 def _timm_mobilenetv2_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -187,7 +181,21 @@ def _timm_mobilenetv2_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, t
     return out
 
 
-@register_model
+@register_model(
+    ModelCfg(
+        paper="EMO-Net (xiayu-cell/EMO-Net, 2023)",
+        preprocess=PreprocessConfig(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        pretrained=PretrainedSource(
+            url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+            exclude=("classifier.",),
+            layout="torchvision mobilenet_v2 or timm mobilenetv2_100",
+        ),
+        explain_layer="features",  # (B, 1280, 7, 7), the last feature map
+        deviations=("shortcut_weight (lambda) defaults to the README's 0.5; the released code hard-codes 0.8",),
+        extra={"shortcut_weight": 0.5},
+    ),
+    adapt=EMONet.adapt_cfg,
+)
 def emonet(num_classes: int = 7, **kwargs: Any) -> EMONet:
     """EMO-Net on MobileNetV2 1.0, lambda 0.5 (2,310,738 params, C=7)."""
     return EMONet(num_classes=num_classes, **kwargs)

@@ -34,42 +34,25 @@ normalisation lived in an external package). The mix-up in the representation lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from ._base import IMAGENET_MEAN, IMAGENET_STD, FERModel
+from ..preprocess import PreprocessConfig
+from ._base import IMAGENET_MEAN, IMAGENET_STD, AttentionMap, FERModel
+from ._cfg import ModelCfg, PretrainedSource
 from ._registry import register_model
 from .preact_resnet import PreActResNet18
 
-__all__ = ["FERAtt", "FERAttLoss", "FERAttOutput", "attention_loss", "gmm_loss"]
+__all__ = ["FERAtt", "FERAttLoss", "attention_loss", "gmm_loss"]
 
 # CIFAR-10 statistics of the HEAD "normalize layer" (fixed affine; values from the common CIFAR recipe).
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 _CIFAR_STD = (0.2023, 0.1994, 0.2010)
-
-
-@dataclass
-class FERAttOutput:
-    """What FERAtt's forward returns.
-
-    Attributes:
-        logits: (B, C) class scores.
-        attention_image: I_att (B, 3, H, W), the reconstruction G_rep classifies.
-        attention_map: A (B, a, H, W), pre-sigmoid attention logits (a = 1 in the paper layout).
-        features: F (B, f, H, W), G_ft's feature map.
-        embedding: z (B, dim), the representation, or None without a representation head.
-    """
-
-    logits: torch.Tensor
-    attention_image: torch.Tensor
-    attention_map: torch.Tensor
-    features: torch.Tensor
-    embedding: torch.Tensor | None
 
 
 class ConvReLU(nn.Sequential):
@@ -178,16 +161,7 @@ class FERAtt(FERModel):
         in_chans: input channels (grey faces are replicated to 3).
     """
 
-    paper = "FERAtt (Marrero Fernandez et al., CVPR-W 2019)"
     classifier_attr = "classifier.head"
-    gradcam_target = "features"  # G_ft, (B, f, H, W) at input resolution
-    deviations = (
-        "ResNet34 encoder without its unused 1000-class fc (513,000 params fewer than the released totals)",
-        "representation dim 64 (paper) by default; HEAD scripts used 32",
-        "representation loss mixes one-hot targets in its mix-up (the original mixed integer labels)",
-        "ImageNet mean/std on the card (the original's normalisation lived in an external package)",
-    )
-    pretrained_timm = "resnet34"
 
     def __init__(
         self,
@@ -248,27 +222,71 @@ class FERAtt(FERModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.classifier.forward_head(x, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor) -> FERAttOutput:
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits and what the losses need: ``attention_image`` I_att (B, 3, H, W), ``attention_map`` A (B, a, H, W)
+        (pre-sigmoid; a = 1 in the paper layout), ``features`` F (B, f, H, W) and, with a representation head,
+        ``embedding`` z (B, dim)."""
         A, Fm, I_att = self.forward_attention(x)
         feats = self.classifier.forward_features(self._bridge(I_att))  # (B, 512, 4, 4)
         z = self.classifier.forward_head(feats, pre_logits=True)  # (B, dim) or (B, 512)
-        logits = self.classifier.head(z)  # (B, C)
-        return FERAttOutput(logits, I_att, A, Fm, z if self.representation_dim else None)
+        out = {"logits": self.classifier.head(z), "attention_image": I_att, "attention_map": A, "features": Fm}
+        if self.representation_dim:
+            out["embedding"] = z
+        return out
 
-    # ---- card / pretrained ---------------------------------------------------------------------
-    def _card_fields(self) -> dict[str, Any]:
-        return dict(
-            input_size=(3, self.input_size, self.input_size),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            extra={"layout": self.layout, "grayscale": True, "representation_dim": self.representation_dim},
+    # ---- loss ------------------------------------------------------------------------------------
+    def configure_loss(self, **options: Any) -> None:
+        """Weights of the three terms (``ce``, ``attention``, ``representation``; 1 each), the representation loss'
+        ``sigma`` (0.5) and ``mixup`` (True)."""
+        known = {"ce", "attention", "representation", "sigma", "mixup"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"FERAtt loss option(s) {', '.join(unknown)} unknown; expected {', '.join(sorted(known))}")
+        self.loss_options = dict(options)
+
+    def loss(
+        self,
+        outputs: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        extras: dict[str, torch.Tensor] | None = None,
+        *,
+        label_smoothing: float = 0.0,
+        class_weight: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CE + attention reconstruction (against ``extras["x_org"]``, the face on black, when the data gives it) +
+        Gaussian representation loss. Class weights are not used (the original has none)."""
+        o = self.loss_options
+        fn = FERAttLoss(
+            self.num_classes,
+            ce_weight=o.get("ce", 1.0),
+            attention_weight=o.get("attention", 1.0),
+            representation_weight=o.get("representation", 1.0),
+            sigma=o.get("sigma", 0.5),
+            mixup=o.get("mixup", True),
+            label_smoothing=label_smoothing,
         )
+        parts = fn(outputs, targets, (extras or {}).get("x_org"))
+        return parts.pop("loss"), {k: v.detach() for k, v in parts.items()}
 
-    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision or timm ``resnet34`` keys (same layout) -> the G_att encoder; fc ignored."""
-        own = self.state_dict()
-        prefix = "attention.encoder."
-        return {prefix + k: v for k, v in state_dict.items() if prefix + k in own}
+    # ---- attention maps --------------------------------------------------------------------------
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[AttentionMap]:
+        """sigmoid(A), the attention map, and I_att, the attention image its classifier sees (denormalised)."""
+        A, _, I_att = self.forward_attention(x)
+        maps = [AttentionMap("FERAtt attention map sigmoid(A)", torch.sigmoid(A[0]).mean(0).float().cpu().numpy())]
+        img = I_att[0].permute(1, 2, 0).float().cpu().numpy()  # (H, W, 3) in the model's units
+        pre = self.cfg.preprocess
+        img = img * np.asarray(pre.std) + np.asarray(pre.mean) if pre.mean is not None else img / 255.0
+        maps.append(AttentionMap("FERAtt attention image I_att", np.clip(img, 0, 1), overlay=False))
+        return maps
+
+    @staticmethod
+    def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
+        """64x64 inputs in the released ``layout="code"``; 128 in the paper's."""
+        layout = kwargs.get("layout", "paper")
+        size = 128 if layout == "paper" else 64
+        rep = kwargs.get("representation_dim", 64)
+        return cfg.replace(input_size=(3, size, size), extra={"layout": layout, "representation_dim": rep})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,8 +339,8 @@ def gmm_loss(
 class FERAttLoss(nn.Module):
     """Total FERAtt loss: cross-entropy + attention reconstruction + Gaussian representation.
 
-    ``forward(output, targets, x_org)`` returns a dict with ``loss`` and its parts; the representation
-    term is used only when the model has a representation head (``output.embedding`` is not None).
+    ``forward(output, targets, x_org)`` takes ``FERAtt.forward_train``'s dict and returns a dict with ``loss`` and
+    its parts; the representation term is used only when the model has a representation head (``embedding``).
     """
 
     def __init__(
@@ -346,21 +364,38 @@ class FERAttLoss(nn.Module):
         self.ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def forward(
-        self, output: FERAttOutput, targets: torch.Tensor, x_org: torch.Tensor | None = None
+        self, output: dict[str, torch.Tensor], targets: torch.Tensor, x_org: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        parts = {"ce": self.ce(output.logits, targets)}
+        parts = {"ce": self.ce(output["logits"], targets)}
         loss = self.ce_weight * parts["ce"]
         if x_org is not None and self.attention_weight:
-            parts["attention"] = attention_loss(x_org, output.attention_image)
+            parts["attention"] = attention_loss(x_org, output["attention_image"])
             loss = loss + self.attention_weight * parts["attention"]
-        if output.embedding is not None and self.representation_weight:
-            parts["representation"] = gmm_loss(output.embedding, targets, self.num_classes, self.sigma, self.mixup)
+        if output.get("embedding") is not None and self.representation_weight:
+            parts["representation"] = gmm_loss(output["embedding"], targets, self.num_classes, self.sigma, self.mixup)
             loss = loss + self.representation_weight * parts["representation"]
         parts["loss"] = loss
         return parts
 
 
-@register_model
+@register_model(
+    ModelCfg(
+        paper="FERAtt (Marrero Fernandez et al., CVPR-W 2019)",
+        preprocess=PreprocessConfig(input_size=(3, 128, 128), mean=IMAGENET_MEAN, std=IMAGENET_STD, grayscale=True),
+        pretrained=PretrainedSource(
+            timm="resnet34", prefix="attention.encoder.", layout="timm or torchvision resnet34"
+        ),
+        explain_layer="features",  # G_ft, (B, f, H, W) at input resolution
+        deviations=(
+            "ResNet34 encoder without its unused 1000-class fc (513,000 params fewer than the released totals)",
+            "representation dim 64 (paper) by default; HEAD scripts used 32",
+            "representation loss mixes one-hot targets in its mix-up (the original mixed integer labels)",
+            "ImageNet mean/std on the card (the original's normalisation lived in an external package)",
+        ),
+        extra={"layout": "paper", "representation_dim": 64},
+    ),
+    adapt=FERAtt.adapt_cfg,
+)
 def feratt(num_classes: int = 7, **kwargs: Any) -> FERAtt:
     """FERAtt, paper-era layout: 128x128 input, 1-channel attention map, 32-channel features, z of 64."""
     return FERAtt(num_classes=num_classes, **kwargs)

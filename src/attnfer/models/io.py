@@ -1,14 +1,13 @@
 """Saving and loading attnfer models: ``model.safetensors`` + ``config.json``, no pickle anywhere.
 
-The config records the registry name, the constructor kwargs, the class names and the preprocessing
-(the model card), so ``load_model(dir)`` rebuilds exactly the saved model.
+The config records the registry name, the constructor kwargs, the class names and the model's whole config
+(:class:`~._cfg.ModelCfg`: input contract, paper, deviations), so ``load_model(dir)`` rebuilds exactly the saved
+model, and consumers that need no weights (ONNX export, the service) read the contract from it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +15,18 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
+from ..files import atomic_write
+from ._cfg import ModelCfg
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "load_model", "save_model"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "load_model", "model_cfg", "read_config", "save_model"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the whole model config under "config" (1: "preprocessing" and "card")
 
 
 class CheckpointError(RuntimeError):
     """A saved model directory is missing, truncated, or does not match its config."""
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: nn.Module, directory: str | Path) -> Path:
@@ -48,7 +37,6 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
         raise ValueError("only models built with attnfer.create_model can be saved (model_name is unset)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    card = model.card.to_dict()
     config = {
         "format_version": FORMAT_VERSION,
         "attnfer_version": __version__,
@@ -56,14 +44,12 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
         "num_classes": model.num_classes,
         "kwargs": model.model_kwargs,
         "class_names": model.class_names,
-        "preprocessing": {k: card[k] for k in ("input_size", "mean", "std", "color_order", "interpolation")},
-        "card": card,
+        "config": model.cfg.to_dict(),
     }
     # safetensors refuses shared storage; contiguous copies keep it simple.
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"model": model.model_name}))
-    text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"model": model.model_name}))
+    atomic_write(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -120,4 +106,20 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
         )
     model.load_state_dict(state, strict=True)
     model.class_names = config.get("class_names")
+    model.cfg = model_cfg(config, directory)
     return model
+
+
+def model_cfg(config: dict[str, Any], directory: str | Path = "") -> ModelCfg:
+    """The model config stored in a checkpoint's ``config.json`` (format 1 files: the registry's default for the
+    saved constructor options)."""
+    from ._registry import get_model_cfg
+
+    if "config" not in config:
+        return get_model_cfg(config["model"], **config["kwargs"])
+    try:
+        return ModelCfg.from_dict(config["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{Path(directory) / CONFIG_NAME}: field 'config' is not a valid model config: {e}"
+        ) from e

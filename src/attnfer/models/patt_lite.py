@@ -32,14 +32,16 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._base import INCEPTION_MEAN, INCEPTION_STD, FERModel
+from ..preprocess import PreprocessConfig
+from ._base import INCEPTION_MEAN, INCEPTION_STD, AttentionMap, FERModel, recording, token_attention_map
+from ._cfg import ModelCfg, PretrainedSource
 from ._registry import register_model
 from .layers import PatchExtraction, ScaledDotSelfAttention
 
@@ -101,14 +103,12 @@ class PAttLite(FERModel):
         in_chans: input channels.
     """
 
-    paper = "PAtt-Lite (Ngwe et al., IEEE Access 2024, arXiv:2306.09626)"
     classifier_attr = "head"
-    gradcam_target = "backbone"  # (B, 512, 14, 14), the truncated MobileNetV1
-    deviations = (
-        "attention among the 4 patch tokens of a sample, not across the batch",
-        "timm mobilenetv1_100 trunk (BN eps 1e-5, symmetric padding) instead of Keras MobileNet",
-        "unfreeze_last_n really unfreezes (the original's fine-tuning unfroze nothing)",
-    )
+    dropout_settings: ClassVar[dict[str, str]] = {
+        "drop_rate": "drop",
+        "spatial_drop_rate": "spatial_drop",
+        "attn_drop_rate": "attn_drop",
+    }
 
     def __init__(
         self,
@@ -155,11 +155,6 @@ class PAttLite(FERModel):
 
         self.set_backbone_trainable(freeze_backbone, unfreeze_last_n)
         if attention == "batch":
-            # Faithful to the original here: the token-attention deviation does not apply.
-            self.deviations = (
-                "attention='batch': the original's cross-sample attention, kept for reproduction only",
-                *self.deviations[1:],
-            )
             warnings.warn(
                 "PAtt-Lite with attention='batch' reproduces the original's bug: each prediction is a "
                 "mixture of all samples in its batch, so outputs change with batch size and batch-mates "
@@ -224,26 +219,58 @@ class PAttLite(FERModel):
         t = self.attn_drop(t)
         return t if pre_logits else self.head(t)
 
-    # ---- card / pretrained ---------------------------------------------------------------------
-    def _card_fields(self) -> dict[str, Any]:
-        size = self.resize_to or 224
-        return dict(
+    # ---- attention maps ------------------------------------------------------------------------
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[AttentionMap]:
+        """Token mode: the attention each of the 2x2 patch tokens receives, on the image quadrant it mostly covers
+        (the patch convolutions' receptive fields overlap, so the quadrants are an approximation). Batch mode
+        attends across samples and has no per-image map."""
+        if self.attention_mode != "tokens":
+            return []
+        with recording(self):
+            self(x)
+        assert self.last_attention is not None
+        return [
+            AttentionMap(
+                "PAtt-Lite token attention (2x2 patches)", token_attention_map(self.last_attention, x.shape[-2:])
+            )
+        ]
+
+    @staticmethod
+    def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
+        """The config of a PAtt-Lite built with ``kwargs``: input size from ``resize_to``, batch dependence."""
+        size = kwargs.get("resize_to") or 224
+        attention = kwargs.get("attention", "tokens")
+        freeze = kwargs.get("freeze_backbone", True)
+        if attention != "batch":
+            return cfg.replace(input_size=(3, size, size), extra={"attention": attention, "freeze_backbone": freeze})
+        return cfg.replace(
             input_size=(3, size, size),
-            mean=INCEPTION_MEAN,
-            std=INCEPTION_STD,
-            batch_dependent=self.attention_mode == "batch",
-            extra={"attention": self.attention_mode, "freeze_backbone": self.freeze_backbone},
+            batch_dependent=True,
+            # faithful to the original here: the token-attention deviation does not apply
+            deviations=(
+                "attention='batch': the original's cross-sample attention, kept for reproduction only",
+                *cfg.deviations[1:],
+            ),
+            extra={"attention": attention, "freeze_backbone": freeze},
         )
 
-    pretrained_timm = "mobilenetv1_100"
 
-    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """timm ``mobilenetv1_100`` keys -> ours (``backbone.`` prefix; the cut-off layers are ignored)."""
-        own = self.state_dict()
-        return {f"backbone.{k}": v for k, v in state_dict.items() if f"backbone.{k}" in own}
-
-
-@register_model
+@register_model(
+    ModelCfg(
+        paper="PAtt-Lite (Ngwe et al., IEEE Access 2024, arXiv:2306.09626)",
+        preprocess=PreprocessConfig(input_size=(3, 224, 224), mean=INCEPTION_MEAN, std=INCEPTION_STD),
+        pretrained=PretrainedSource(timm="mobilenetv1_100", prefix="backbone.", layout="timm mobilenetv1_100"),
+        explain_layer="backbone",  # (B, 512, 14, 14), the truncated MobileNetV1
+        deviations=(
+            "attention among the 4 patch tokens of a sample, not across the batch",
+            "timm mobilenetv1_100 trunk (BN eps 1e-5, symmetric padding) instead of Keras MobileNet",
+            "unfreeze_last_n really unfreezes (the original's fine-tuning unfroze nothing)",
+        ),
+        extra={"attention": "tokens", "freeze_backbone": True},
+    ),
+    adapt=PAttLite.adapt_cfg,
+)
 def patt_lite(num_classes: int = 7, **kwargs: Any) -> PAttLite:
     """PAtt-Lite, per-sample token attention, frozen ImageNet MobileNetV1 trunk (1,093,000 params, C=7)."""
     return PAttLite(num_classes=num_classes, **kwargs)

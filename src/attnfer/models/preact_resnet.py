@@ -16,7 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..preprocess import PreprocessConfig
 from ._base import FERModel
+from ._cfg import ModelCfg, PretrainedSource
 from ._registry import register_model
 
 __all__ = ["PreActBlock", "PreActResNet18"]
@@ -55,7 +57,6 @@ class PreActResNet18(FERModel):
         input_size: nominal input size on the card.
     """
 
-    paper = "PreActResNet18 (He et al., ECCV 2016); FERAtt baseline"
     classifier_attr = "head"
 
     def __init__(
@@ -89,16 +90,22 @@ class PreActResNet18(FERModel):
             x = self.embedding(x)  # (B, dim): the representation z
         return x if pre_logits else self.head(x)
 
-    def _card_fields(self) -> dict[str, Any]:
-        return dict(input_size=(3, self.input_size, self.input_size), mean=(0.5,) * 3, std=(0.5,) * 3)
-
-    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A state dict of this architecture (no public ImageNet weights exist for it)."""
-        own = self.state_dict()
-        return {k: v for k, v in state_dict.items() if k in own and not k.startswith("head.")}
+    @staticmethod
+    def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
+        size = kwargs.get("input_size", 32)
+        return cfg.replace(input_size=(3, size, size))
 
 
-@register_model
+@register_model(
+    ModelCfg(
+        paper="PreActResNet18 (He et al., ECCV 2016); FERAtt's baseline",
+        preprocess=PreprocessConfig(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        # no published ImageNet weights: a local state dict of this architecture loads, without its head
+        pretrained=PretrainedSource(exclude=("head.",), layout="attnfer preact_resnet18"),
+        explain_layer="layer3",
+    ),
+    adapt=PreActResNet18.adapt_cfg,
+)
 def preact_resnet18(num_classes: int = 7, **kwargs: Any) -> PreActResNet18:
     """CIFAR-style PreActResNet-18 on 32x32 inputs, FERAtt's baseline (11,169,607 params, C=7)."""
     return PreActResNet18(num_classes=num_classes, **kwargs)

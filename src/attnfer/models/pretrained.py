@@ -1,10 +1,10 @@
 """ImageNet backbone weights: download (timm / torchvision, cached and checksummed) or a local file.
 
-A model opts in by defining ``map_pretrained(state_dict) -> {our_key: tensor}`` plus one source:
-``pretrained_timm`` (a timm model name; timm downloads from the Hugging Face hub into its cache and the
-hub verifies the file) or ``pretrained_url`` (a torchvision URL whose file name carries the sha256 prefix,
-checked by ``torch.hub``). Local files may be in the timm or the torchvision key layout; the model's
-``map_pretrained`` accepts both where they differ.
+A model opts in through its config's ``pretrained`` source (:class:`~._cfg.PretrainedSource`): ``timm`` (a timm
+model name; timm downloads from the Hugging Face hub into its cache and the hub verifies the file) or ``url`` (a
+torchvision URL whose file name carries the sha256 prefix, checked by ``torch.hub``), and the source's default
+prefix mapping of keys (``model.map_pretrained``, which a family overrides only for another layout). Local files
+may be in the timm or the torchvision key layout; the model's ``map_pretrained`` accepts both where they differ.
 
 Third-party files are read with ``safetensors`` or ``torch.load(weights_only=True)``: never unpickled.
 """
@@ -73,8 +73,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _download(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    url = getattr(model, "pretrained_url", None)
-    timm_name = getattr(model, "pretrained_timm", None)
+    src = getattr(getattr(model, "cfg", None), "pretrained", None)
+    url = src.url if src is not None else None
+    timm_name = src.timm if src is not None else None
     if url:
         fname = url.rsplit("/", 1)[-1]
         try:
@@ -110,8 +111,12 @@ def _download(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
 
 def load_pretrained(model: nn.Module, source: bool | str | Path) -> PretrainedLoadReport:
     """Fill ``model`` from ImageNet weights (``source=True``) or a local file (``source=PATH``)."""
-    if not hasattr(model, "map_pretrained"):
-        raise PretrainedWeightsError(f"{type(model).__name__} does not support pretrained weights")
+    src = getattr(getattr(model, "cfg", None), "pretrained", None)
+    if not hasattr(model, "map_pretrained") or (src is None and source is True):
+        raise PretrainedWeightsError(
+            f"{type(model).__name__} has no published ImageNet weights; pass pretrained=PATH to a state dict "
+            "saved from this architecture."
+        )
     if source is True:
         raw, origin = _download(model)
     else:
@@ -122,7 +127,7 @@ def load_pretrained(model: nn.Module, source: bool | str | Path) -> PretrainedLo
         example = ", ".join(list(raw)[:3])
         raise PretrainedWeightsError(
             f"{origin}: none of its tensors fit {type(model).__name__} (file keys start {example}); "
-            f"expected the layout of {getattr(model, 'pretrained_timm', None) or 'this architecture'}"
+            f"expected the layout of {(src.layout or src.timm) if src is not None else 'this architecture'}"
         )
     for k, v in mapped.items():
         if k not in own:

@@ -23,8 +23,20 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ._base import IMAGENET_MEAN, IMAGENET_STD, NO_NORM_MEAN, NO_NORM_STD, FERModel
+from ..preprocess import PreprocessConfig
+from ._base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NO_NORM_MEAN,
+    NO_NORM_STD,
+    AttentionMap,
+    FERModel,
+    recording,
+    token_attention_map,
+)
+from ._cfg import ModelCfg, PretrainedSource
 from ._registry import register_model
 from .layers import CBAM, PatchExtraction, TokenMHSA
 
@@ -91,11 +103,7 @@ class SAFER(FERModel):
         in_chans: input channels.
     """
 
-    paper = "SA-FER (37nomad, FER using self-attention)"
     classifier_attr = "head"
-    gradcam_target = "backbone"  # (B, 256, 14, 14), ResNet18-CBAM up to layer3
-    deviations = ("optional ImageNet normalisation (imagenet_norm); the notebook feeds raw [0, 1] pixels",)
-    pretrained_timm = "resnet18"
 
     def __init__(
         self, num_classes: int = 7, num_heads: int = 1, imagenet_norm: bool = False, in_chans: int = 3
@@ -132,17 +140,41 @@ class SAFER(FERModel):
         x = x.mean(dim=(2, 3))  # (B, 256): global average pool over the patch tokens
         return x if pre_logits else self.head(x)
 
-    def _card_fields(self) -> dict[str, Any]:
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.imagenet_norm else (NO_NORM_MEAN, NO_NORM_STD)
-        return dict(input_size=(3, 224, 224), mean=mean, std=std)
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[AttentionMap]:
+        """The CBAM spatial map of every block up to layer3, and the self-attention over the 2x2 patch tokens."""
+        with recording(self) as mods:
+            self(x)
+        size = tuple(x.shape[-2:])
+        maps = []
+        for i, m in enumerate(k for k in mods if isinstance(k, CBAM) and k.last_spatial_map is not None):
+            s = m.last_spatial_map[:1].float()  # (1, 1, h, w) in [0, 1] after the sigmoid
+            up = F.interpolate(s, size=size, mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+            maps.append(AttentionMap(f"CBAM spatial map {i + 1} ({s.shape[-2]}x{s.shape[-1]})", up))
+        assert self.last_attention is not None
+        maps.append(
+            AttentionMap("self-attention over 2x2 patch tokens", token_attention_map(self.last_attention, size))
+        )
+        return maps
 
-    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """timm or torchvision ``resnet18`` keys (same layout) -> ``backbone.*``; layer4 and fc ignored."""
-        own = self.state_dict()
-        return {f"backbone.{k}": v for k, v in state_dict.items() if f"backbone.{k}" in own}
+    @staticmethod
+    def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
+        """ImageNet normalisation only with ``imagenet_norm=True``; the notebook feeds [0, 1] pixels."""
+        if kwargs.get("imagenet_norm"):
+            return cfg.replace(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return cfg
 
 
-@register_model
+@register_model(
+    ModelCfg(
+        paper="SA-FER (37nomad, FER using self-attention)",
+        preprocess=PreprocessConfig(input_size=(3, 224, 224), mean=NO_NORM_MEAN, std=NO_NORM_STD),
+        pretrained=PretrainedSource(timm="resnet18", prefix="backbone.", layout="timm or torchvision resnet18"),
+        explain_layer="backbone",  # (B, 256, 14, 14), ResNet18-CBAM up to layer3
+        deviations=("optional ImageNet normalisation (imagenet_norm); the notebook feeds raw [0, 1] pixels",),
+    ),
+    adapt=SAFER.adapt_cfg,
+)
 def sa_fer(num_classes: int = 7, **kwargs: Any) -> SAFER:
     """ResNet18-CBAM to layer3 + patch tokens + 1-head MHSA + LayerNorm (3,273,363 params, C=7)."""
     return SAFER(num_classes=num_classes, **kwargs)

@@ -13,7 +13,9 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..preprocess import PreprocessConfig
 from ._base import FERModel
+from ._cfg import ModelCfg, PretrainedSource
 from ._registry import register_model
 
 __all__ = ["TimmClassifier"]
@@ -29,21 +31,16 @@ class TimmClassifier(FERModel):
         in_chans: input channels.
     """
 
-    deviations = ()
-
     def __init__(self, architecture: str, num_classes: int = 7, drop_rate: float = 0.0, in_chans: int = 3) -> None:
         super().__init__()
         self.model = timm.create_model(
             architecture, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans
         )
         self.architecture = architecture
-        self.pretrained_timm = architecture
         self.num_classes = num_classes
         self.num_features = self.model.num_features
         cfg = self.model.pretrained_cfg
         self.classifier_attr = f"model.{cfg['classifier']}"
-        self.paper = f"timm {architecture} + linear head (baseline)"
-        self._cfg = cfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
@@ -51,31 +48,38 @@ class TimmClassifier(FERModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.model.forward_head(x, pre_logits=pre_logits)
 
-    def _card_fields(self) -> dict[str, Any]:
-        return dict(
-            input_size=tuple(self._cfg["input_size"]),
-            mean=tuple(self._cfg["mean"]),
-            std=tuple(self._cfg["std"]),
-            interpolation=self._cfg.get("interpolation", "bilinear"),
-        )
-
-    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """timm keys -> ``model.*``; the ImageNet classifier is skipped."""
-        own = self.state_dict()
-        head = self._cfg["classifier"] + "."
-        return {f"model.{k}": v for k, v in state_dict.items() if not k.startswith(head) and f"model.{k}" in own}
-
     def _init_classifier(self, layer: nn.Linear) -> None:
         pass
 
 
-@register_model
+def _timm_cfg(architecture: str, role: str) -> ModelCfg:
+    """The config of a timm baseline from timm's own pretrained config (read without building the model).
+
+    Input size, mean/std and interpolation are timm's; faces are fed whole (``crop_pct`` 1), not centre-cropped
+    like ImageNet photos. timm's ImageNet files load under the ``model.`` prefix, without the classifier.
+    """
+    t = timm.models.get_pretrained_cfg(architecture).to_dict()
+    return ModelCfg(
+        paper=f"timm {architecture} + linear head; {role}",
+        preprocess=PreprocessConfig(
+            input_size=tuple(t["input_size"]),
+            mean=tuple(t["mean"]),
+            std=tuple(t["std"]),
+            interpolation=t.get("interpolation", "bilinear"),
+        ),
+        pretrained=PretrainedSource(
+            timm=architecture, prefix="model.", exclude=(t["classifier"] + ".",), layout=f"timm {architecture}"
+        ),
+    )
+
+
+@register_model(_timm_cfg("mobilenetv2_100", "EMO-Net's baseline"))
 def mobilenetv2_100(num_classes: int = 7, **kwargs: Any) -> TimmClassifier:
     """timm MobileNetV2 1.0 + linear head: EMO-Net's baseline."""
     return TimmClassifier("mobilenetv2_100", num_classes=num_classes, **kwargs)
 
 
-@register_model
+@register_model(_timm_cfg("resnet18", "SA-FER's baseline"))
 def resnet18(num_classes: int = 7, **kwargs: Any) -> TimmClassifier:
     """timm ResNet18 + linear head: SA-FER's baseline."""
     return TimmClassifier("resnet18", num_classes=num_classes, **kwargs)
