@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attnfer
-from attnfer.models import CheckpointError, logits_of
+from attnfer.models import CheckpointError
 from conftest import build
 
 ROUND_TRIP = [
@@ -31,16 +31,17 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, name, kwargs, si
     m.eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        expected = logits_of(m(x))
+        expected = m(x)
     m.save(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config["model"] == name and config["kwargs"] == kwargs
-    assert config["preprocessing"]["input_size"] == list(m.card.input_size)
+    assert config["config"]["preprocess"]["input_size"] == list(m.cfg.input_size)
+    assert config["config"] == m.cfg.to_dict()  # the whole model config travels with the checkpoint
     loaded = attnfer.load_model(tmp_path / "ckpt").eval()
     assert loaded.class_names == ["anger", "happiness", "neutral"]
     with torch.no_grad():
-        torch.testing.assert_close(logits_of(loaded(x)), expected, rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
 
 
 def test_explicit_none_kwarg_survives_the_round_trip(tmp_path):

@@ -9,11 +9,10 @@ import torch.nn as nn
 import attnfer
 from attnfer.models import (
     BatchDependentWarning,
-    FERAttOutput,
     batch_dependence,
     count_macs,
     count_parameters,
-    logits_of,
+    get_model_cfg,
 )
 from conftest import build
 
@@ -168,17 +167,21 @@ def test_sa_fer_emonet_feratt_intermediate_shapes():
     e = build("emonet").eval()
     assert e.forward_features(x).shape == (2, 1280, 7, 7)
     f = build("feratt").eval()
-    out = f(torch.randn(2, 3, 128, 128))
-    assert isinstance(out, FERAttOutput)
-    assert out.attention_map.shape == (2, 1, 128, 128)
-    assert out.features.shape == (2, 32, 128, 128)
-    assert out.attention_image.shape == (2, 3, 128, 128)
-    assert out.embedding.shape == (2, 64)
+    x = torch.randn(2, 3, 128, 128)
+    out = f.forward_train(x)
+    assert out["attention_map"].shape == (2, 1, 128, 128)
+    assert out["features"].shape == (2, 32, 128, 128)
+    assert out["attention_image"].shape == (2, 3, 128, 128)
+    assert out["embedding"].shape == (2, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), out["logits"])  # forward returns the same logits, alone
     assert f.forward_features(torch.randn(2, 3, 128, 128)).shape == (2, 512, 4, 4)  # G_rep sees 32x32
     c = build("feratt", layout="code", num_classes=8).eval()
-    out = c(torch.randn(2, 3, 64, 64))
-    assert out.attention_map.shape == (2, 8, 64, 64) and out.features.shape == (2, 8, 64, 64)
-    assert out.logits.shape == (2, 8)
+    out = c.forward_train(torch.randn(2, 3, 64, 64))
+    assert out["attention_map"].shape == (2, 8, 64, 64) and out["features"].shape == (2, 8, 64, 64)
+    assert out["logits"].shape == (2, 8) and "embedding" not in build("feratt", representation_dim=None).forward_train(
+        torch.randn(1, 3, 128, 128)
+    )
 
 
 @pytest.mark.parametrize("num_classes", [3, 7, 8])
@@ -190,7 +193,7 @@ def test_output_shapes(variant, num_classes):
     sizes = {default, SMALL_SIZE[name]}
     with torch.no_grad():
         for size in sizes:
-            out = logits_of(m(torch.randn(2, 3, size, size)))
+            out = m(torch.randn(2, 3, size, size))
             assert out.shape == (2, num_classes), (size, out.shape)
             assert torch.isfinite(out).all()
 
@@ -250,10 +253,10 @@ def test_every_trainable_parameter_gets_a_gradient(variant):
     # legitimately blocks its branch's gradients until the first update.
     for _ in range(2):
         opt.zero_grad(set_to_none=True)
-        out = m(x)
-        loss = nn.functional.cross_entropy(logits_of(out), torch.tensor([0, 1, 2, 3]))
-        if isinstance(out, FERAttOutput) and out.embedding is not None:
-            loss = loss + out.embedding.pow(2).mean()
+        out = m.forward_train(x)
+        loss, _ = m.loss(out, torch.tensor([0, 1, 2, 3]))  # the model's own loss (all its terms)
+        if "attention_image" in out:  # the attention-reconstruction term needs the face-on-black target
+            loss = loss + out["attention_image"].pow(2).mean()
         loss.backward()
         opt.step()
     frozen = set(m.frozen_parameter_names())
@@ -302,7 +305,8 @@ def test_patt_lite_unfreeze_last_n_really_unfreezes():
 def test_interface_card_and_reset_classifier(name):
     m = build(name)
     card = m.card
-    assert card.name == name and card.num_params == count_parameters(m)
+    assert card is m.cfg and m.model_name == name
+    assert card == get_model_cfg(name)  # readable without building the model
     assert len(card.mean) == 3 and len(card.std) == 3 and card.color_order == "RGB"
     assert card.paper
     assert m.num_classes == 7 and isinstance(m.get_classifier(), nn.Linear)
@@ -310,7 +314,7 @@ def test_interface_card_and_reset_classifier(name):
     assert m.num_classes == 4 and m.get_classifier().out_features == 4
     size = card.input_size[-1]
     with torch.no_grad():
-        assert logits_of(m.eval()(torch.randn(2, 3, size, size))).shape == (2, 4)
+        assert m.eval()(torch.randn(2, 3, size, size)).shape == (2, 4)
 
 
 def test_macs_of_patt_lite_match_measured_flops():
@@ -332,8 +336,61 @@ def test_feratt_losses():
     assert gmm_loss(torch.zeros(4, 2), y, 2, mixup=False) == pytest.approx(0.5)
     assert torch.isfinite(gmm_loss(z, y, 2, mixup=True))
     m = build("feratt", layout="code", num_classes=3)
-    out = m(torch.rand(2, 3, 64, 64))
-    parts = FERAttLoss(3)(out, torch.tensor([0, 2]), x_org=torch.rand(2, 3, 64, 64))
+    out = m.forward_train(torch.rand(2, 3, 64, 64))
+    x_org = torch.rand(2, 3, 64, 64)
+    parts = FERAttLoss(3, mixup=False)(out, torch.tensor([0, 2]), x_org=x_org)
     assert set(parts) == {"ce", "attention", "representation", "loss"}
-    parts["loss"].backward()
+    # the model owns its loss: the same three terms, weighted by the recipe's options
+    m.configure_loss(ce=1.0, attention=0.5, representation=2.0, mixup=False)
+    total, named = m.loss(out, torch.tensor([0, 2]), {"x_org": x_org})
+    expected = parts["ce"] + 0.5 * parts["attention"] + 2.0 * parts["representation"]
+    torch.testing.assert_close(total, expected)
+    assert set(named) == {"ce", "attention", "representation"}
+    with pytest.raises(ValueError, match="attn"):
+        m.configure_loss(attn=1.0)
+    with pytest.raises(ValueError, match="no loss options"):
+        build("emonet").configure_loss(ce=1.0)
+    total.backward()
     assert m.attention.head[1].weight.grad is not None
+
+
+def test_config_is_declared_per_model_and_follows_the_options():
+    assert get_model_cfg("feratt").preprocess.grayscale and get_model_cfg("feratt").input_size == (3, 128, 128)
+    assert get_model_cfg("feratt", layout="code").input_size == (3, 64, 64)
+    assert get_model_cfg("resnet18").interpolation == "bicubic"  # timm's own config
+    assert get_model_cfg("patt_lite", attention="batch").batch_dependent
+    assert get_model_cfg("patt_lite", resize_to=160).input_size == (3, 160, 160)
+    assert get_model_cfg("sa_fer").mean == (0.0, 0.0, 0.0)
+    assert get_model_cfg("sa_fer", imagenet_norm=True).mean == (0.485, 0.456, 0.406)
+    for name in attnfer.list_models():
+        cfg = get_model_cfg(name)
+        assert type(cfg).from_dict(cfg.to_dict()) == cfg
+        m = build(name)
+        if cfg.explain_layer:
+            m.get_submodule(cfg.explain_layer)  # the layer explanations hook exists
+        assert m.class_names == list(cfg.class_names)  # default output names
+    with pytest.raises(ValueError, match="did you mean 'emonet'"):
+        get_model_cfg("emonett")
+
+
+def test_phase_settings_belong_to_the_model():
+    m = build("patt_lite")
+    m.apply_phase_settings({"unfreeze_last_n": 2, "drop_rate": 0.3, "attn_drop_rate": 0.0})
+    assert m.drop.p == 0.3 and m.attn_drop.p == 0.0 and m.unfreeze_last_n == 2
+    e = build("emonet")
+    e.apply_phase_settings({"drop_rate": 0.4})
+    assert e.classifier[0].p == 0.4
+    with pytest.raises(ValueError, match="'dropout' is not a setting of EMONet"):
+        e.apply_phase_settings({"dropout": 0.1})
+    with pytest.raises(ValueError, match="no backbone freezing"):
+        e.apply_phase_settings({"unfreeze_last_n": 3})
+
+
+@pytest.mark.parametrize("name", ["patt_lite", "sa_fer", "feratt", "emonet"])
+def test_attention_maps_are_per_image_and_in_range(name):
+    m = build(name).eval()
+    size = m.cfg.input_size[-1]
+    maps = m.attention_maps(torch.randn(1, 3, size, size))
+    assert (len(maps) > 0) == (name != "emonet")
+    for a in maps:
+        assert a.data.shape[:2] == (size, size) and a.data.min() >= 0 and a.data.max() <= 1 + 1e-6

@@ -70,19 +70,25 @@ def test_contact_sheet(synth, tmp_path):
 
 
 def test_compositing_outputs(synth):
+    from attnfer.preprocess import PreprocessConfig
+
     data = load_dataset("synthfer", synth)
-    ds = CompositingDataset(data["train"], size=64, train=True)
-    x_img, target, x_org, mask = ds[0]
+    grey = PreprocessConfig(input_size=(3, 64, 64), grayscale=True)  # a grey model's contract (ImageNet mean/std)
+    ds = CompositingDataset(data["train"], grey, train=True)
+    x_img, target, extras = ds[0]
+    x_org, mask = extras["x_org"], extras["mask"]
     assert x_img.shape == x_org.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert isinstance(target, int) and 0.05 < mask.mean() < 0.95
     black = (0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
     outside = mask[0] == 0
     torch.testing.assert_close(x_org[:, outside], black[:, None].expand(3, int(outside.sum())))
     torch.testing.assert_close(x_img[0], x_img[1] * 0.224 / 0.229 + (0.456 - 0.485) / 0.229, atol=1e-4, rtol=0)  # grey
-    ev = CompositingDataset(data["test"], size=64, train=False)
+    colour = CompositingDataset(data["train"], grey.replace(grayscale=False), train=True)[0][0]
+    assert not torch.allclose(colour[0], colour[1] * 0.224 / 0.229 + (0.456 - 0.485) / 0.229, atol=1e-2)  # not grey
+    ev = CompositingDataset(data["test"], grey, train=False)
     torch.testing.assert_close(ev[1][0], ev[1][0])  # evaluation composites are fixed per index
     ds.set_epoch(1)
-    assert not torch.equal(ds[0][0], CompositingDataset(data["train"], size=64)[0][0])
+    assert not torch.equal(ds[0][0], CompositingDataset(data["train"], grey)[0][0])
 
 
 def test_composite_with_landmark_mask_and_background():
