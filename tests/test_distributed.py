@@ -77,7 +77,10 @@ def _free_port() -> int:
 def test_two_gloo_ranks_get_equal_shards(tmp_path, n_train):
     """17 samples, batch 8, 2 ranks: each rank runs 2 steps per epoch (9 samples each, one padded); before the fix
     rank 0 ran 2 steps and rank 1 one, and gloo failed with "Received data size doesn't match"."""
-    mp.spawn(_worker, args=(2, _free_port(), n_train, 8, str(tmp_path)), nprocs=2, join=True)
+    # fork: the workers start from this already-initialised interpreter (spawn would re-import torch and lightning)
+    mp.start_processes(
+        _worker, args=(2, _free_port(), n_train, 8, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     per_rank = -(-n_train // 2)  # ceil
     assert [r["steps"] for r in res] == [2 * -(-per_rank // 8)] * 2

@@ -1,6 +1,12 @@
-"""attnfer's model zoo: one file per family, all behind a timm-style registry."""
+"""attnfer's model zoo: one file per family, all behind a timm-style registry.
 
-from . import emonet, feratt, patt_lite, preact_resnet, sa_fer, timm_baselines  # noqa: F401  (registers)
+Every public module of this package is imported here, so a family file registers its models by existing: a new
+family needs only ``models/<family>.py`` (its ``@register_model(cfg)`` entrypoints) and a recipe.
+"""
+
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from ._base import AttentionMap, FERModel, count_macs, count_parameters, recording
 from ._cfg import DEFAULT_CLASS_NAMES, ModelCfg, PretrainedSource
 from ._registry import create_model, get_model_cfg, is_model, list_models, model_entrypoint, register_model
@@ -47,3 +53,8 @@ __all__ = [
     "register_model",
     "save_model",
 ]
+
+# every family file (a fifth one included) registers its models on import
+for _module in _pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_module.name}")
