@@ -62,7 +62,7 @@ def main() -> None:
     from attnfer.data.synthfer import generate
     from attnfer.preprocess.torch_ops import Augment, build_transform
 
-    card = attnfer.create_model("patt_lite").card
+    card = attnfer.models.get_model_cfg("patt_lite")
     plain = build_transform(card)
     augmented = build_transform(
         card, train=True, augment=Augment(rotation=10, random_contrast=0.3, random_erasing=0.25)

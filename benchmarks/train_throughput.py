@@ -32,14 +32,12 @@ def step_rate(model, batches, steps: int, device: str, bf16: bool) -> float:
     model.train()
     it = iter(batches)
     n, t = 0, None
-    from attnfer.models import logits_of
-
     for s in range(steps + 2):
         x, y = next(it)[:2]
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(logits_of(model(x)), y)
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,8 +79,8 @@ def main() -> None:
     from attnfer.data import load_dataset
     from attnfer.data.compiled import compile_dataset
     from attnfer.data.synthfer import generate
-    from attnfer.preprocess.torch_ops import Augment, build_transform
     from attnfer.engine.data import SeededAugmentation
+    from attnfer.preprocess.torch_ops import Augment, build_transform
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = True  # CPU bf16 autocast (AVX-512 BF16 here) and GPU bf16
@@ -97,7 +95,7 @@ def main() -> None:
                 attnfer.create_model(name, freeze_backbone=False) if name == "patt_lite" else attnfer.create_model(name)
             )
             model = model.to(device).to(memory_format=torch.channels_last)
-            card = model.card
+            card = model.cfg
             bs = BATCH.get(name, 32)
             tf = build_transform(card, train=True, augment=Augment(hflip=0.5))
             x = torch.randn(bs, *card.input_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -12,6 +11,8 @@ from typing import Any
 import lightning as L
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_write, write_json
+
 __all__ = ["SafetensorsCheckpoint", "StopAfterEpochs", "save_model_dir"]
 
 
@@ -20,7 +21,7 @@ def save_model_dir(model: Any, directory: Path, metrics: dict[str, Any]) -> None
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(tmp / "metrics.json", metrics)
     old = directory.with_name(directory.name + ".old")
     if directory.exists():
         os.replace(directory, old)
@@ -55,9 +56,8 @@ class SafetensorsCheckpoint(L.Callback):
         if trainer.is_global_zero:
             save_model_dir(pl_module.model, self.run_dir / "last", info)
             if self._better(value, self.phase_best):
-                tmp = self.run_dir / "phase_best.safetensors.tmp"
-                save_file({k: v.detach().contiguous().cpu() for k, v in pl_module.model.state_dict().items()}, tmp)
-                os.replace(tmp, self.run_dir / "phase_best.safetensors")
+                state = {k: v.detach().contiguous().cpu() for k, v in pl_module.model.state_dict().items()}
+                atomic_write(self.run_dir / "phase_best.safetensors", lambda p: save_file(state, str(p)))
             if self._better(value, self.best):
                 save_model_dir(pl_module.model, self.run_dir / "best", info)
         if self._better(value, self.phase_best):
