@@ -1,25 +1,29 @@
-"""Training configuration: typed dataclasses, YAML recipes and ``--key.path value`` overrides.
+"""Training configuration: pydantic models, YAML recipes with ``extends:`` and ``--key.path value`` overrides.
 
-A recipe is a YAML file whose keys mirror :class:`TrainConfig`. Unknown or mistyped keys are errors that name the
-key and the closest valid one. The resolved config is written to ``config.yaml`` in the run directory.
+A recipe is a YAML file whose keys mirror :class:`TrainConfig`. It may start from other recipes with
+``extends: base.yaml`` (a path relative to the recipe's folder, or a list of them, applied in order): the parents are
+deep-merged under the recipe (mappings merge key by key; lists and scalars replace the parent's, so ``phases`` is
+replaced whole). Unknown, mistyped or out-of-range values are errors that name the dotted key path (and the closest
+valid key for a typo). The resolved config, without ``extends``, is written to ``config.yaml`` in the run directory.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import difflib
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
+    "EarlyStoppingConfig",
     "ModelConfig",
     "OptimConfig",
     "PhaseConfig",
@@ -36,193 +40,266 @@ class ConfigError(ValueError):
     """A bad recipe or override; the message names the key."""
 
 
-@dataclass
-class DataConfig:
-    name: str = "synthfer"  #: dataset format (attnfer.data.DATASETS)
-    root: str | None = None  #: dataset root; for synthfer, None = generated into the cache
-    options: dict[str, Any] = field(default_factory=dict)  #: loader options (label_mode, fold, ...)
-    subsets: dict[str, str] = field(default_factory=dict)  #: extra evaluation splits: name -> list file
-    val_fraction: float = 0.1  #: carved from train when the dataset has no validation split
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    num_workers: int = 2
-    balanced_sampler: bool = False  #: draw classes equally often (AffectNet)
-    compositing: bool = False  #: FERAtt's composited inputs (needs masks or landmarks)
-    backgrounds: str | None = None  #: background images for compositing (else procedural)
-    synth_n: int = 10_000  #: SynthFER size when generated
-    synth_size: int = 112
-    synth_seed: int = 0
+# ------------------------------------------------------------------------------------------------
+# Scalar types. YAML is checked strictly: "fast" is not a float, true is not an int, 1 is not a bool. The one
+# leniency is PyYAML's: it reads 1e-3 (no dot) as a string, so floats accept strings that parse as numbers.
+def _wrong(kind: str, value: Any) -> PydanticCustomError:
+    return PydanticCustomError("config_type", "expected {kind}, got {got}", {"kind": kind, "got": repr(value)})
 
 
-@dataclass
-class AugmentConfig:
-    hflip: float = 0.5
-    rotation: float = 0.0
-    color_jitter: list[float] | None = None
-    random_contrast: float = 0.0
-    random_erasing: float = 0.0
-    resized_crop_scale: list[float] | None = None
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _wrong("str", v)
+    return v
 
 
-@dataclass
-class ModelConfig:
-    name: str = "patt_lite"
-    pretrained: bool | str = False
-    kwargs: dict[str, Any] = field(default_factory=dict)
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _wrong("int", v)
+    return v
 
 
-@dataclass
-class OptimConfig:
-    name: str = "adam"  #: adam, adamw or sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    clip_norm: float | None = None  #: global gradient-norm clipping (Keras global_clipnorm)
+def _float(v: Any) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    raise _wrong("float", v)
 
 
-@dataclass
-class ScheduleConfig:
-    name: str = "none"  #: none, plateau, inverse_time, cosine, onecycle
-    monitor: str = "val/acc"
-    patience: int = 3
-    factor: float = 0.1
-    min_delta: float = 0.0
-    min_lr: float = 0.0
-    decay_epochs: float = 80.0  #: inverse_time: lr / (1 + epoch / decay_epochs)
-    warmup_fraction: float = 0.1  #: onecycle
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _wrong("bool", v)
+    return v
 
 
-@dataclass
-class EarlyStoppingConfig:
-    monitor: str = "val/acc"
-    patience: int = 5
-    min_delta: float = 0.0
-    mode: str = "max"
-    restore_best: bool = True
+def _bool_or_str(v: Any) -> bool | str:
+    if not isinstance(v, (bool, str)):
+        raise _wrong("bool or str", v)
+    return v
 
 
-@dataclass
-class PhaseConfig:
-    name: str = "train"
-    epochs: int = 10
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    early_stopping: EarlyStoppingConfig | None = None
-    model: dict[str, Any] = field(default_factory=dict)  #: per-phase model settings (unfreeze_last_n, dropout)
-    augment: AugmentConfig | None = None  #: overrides the run's augmentation in this phase
-    class_weights: bool = False  #: sklearn 'balanced' class weights in the loss
-    max_minutes: float | None = None  #: wall-clock budget of the phase
+def _fraction_or_count(v: Any) -> float | int:
+    """Lightning's limit_*_batches: a float is a fraction of the batches, an int a number of batches."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    try:
+        return _float(v)
+    except PydanticCustomError:
+        raise _wrong("float or int", v) from None
 
 
-@dataclass
-class TrainerConfig:
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"  #: e.g. bf16-mixed (CPU and GPU), 16-mixed (GPU)
-    accumulate_grad_batches: int = 1
-    deterministic: bool = False
-    channels_last: bool = False
-    ema_decay: float | None = None  #: exponential moving average of the weights
-    limit_train_batches: float | int = 1.0
-    limit_val_batches: float | int = 1.0
-    log_every_n_steps: int = 10
-    progress_bar: bool = True
-    #: end this invocation after N epochs as if interrupted, checkpointed for --resume (time-sliced/preemptible jobs)
-    stop_after_epochs: int | None = None
+def _mapping(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise PydanticCustomError("config_type", "expected a mapping, got {got}", {"got": repr(v)})
+    return v
 
 
-@dataclass
-class TrainConfig:
-    name: str = "run"
-    output_dir: str = "runs"
-    seed: int = 0
-    label_smoothing: float = 0.0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    phases: list[PhaseConfig] = field(default_factory=lambda: [PhaseConfig()])
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    loss: dict[str, float] = field(default_factory=dict)  #: FERAtt loss weights (ce, attention, representation)
-    evaluate_batch_invariance: bool = True
-    report_samples: int = 12
+def _list(v: Any) -> list:
+    if not isinstance(v, (list, tuple)):
+        raise PydanticCustomError("config_type", "expected a list, got {got}", {"got": repr(v)})
+    return list(v)
+
+
+Str = Annotated[str, BeforeValidator(_str)]
+Int = Annotated[int, BeforeValidator(_int)]
+Float = Annotated[float, BeforeValidator(_float)]
+Bool = Annotated[bool, BeforeValidator(_bool)]
+FloatList = Annotated[list[Float], BeforeValidator(_list)]
+Options = Annotated[dict[str, Any], BeforeValidator(_mapping)]
+StrMap = Annotated[dict[str, Str], BeforeValidator(_mapping)]
+
+PositiveInt = Annotated[Int, Field(ge=1)]
+Count = Annotated[Int, Field(ge=0)]
+Probability = Annotated[Float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[Float, Field(ge=0.0)]
+Positive = Annotated[Float, Field(gt=0.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # ------------------------------------------------------------------------------------------------
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+class DataConfig(_Section):
+    name: Str = "synthfer"  #: dataset format (attnfer.data.DATASETS)
+    root: Str | None = None  #: dataset root; for synthfer, None = generated into the cache
+    options: Options = Field(default_factory=dict)  #: loader options (label_mode, fold, ...)
+    subsets: StrMap = Field(default_factory=dict)  #: extra evaluation splits: name -> list file
+    val_fraction: Probability = 0.1  #: carved from train when the dataset has no validation split
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 64
+    num_workers: Count = 2
+    balanced_sampler: Bool = False  #: draw classes equally often
+    compositing: Bool = False  #: composited inputs: faces pasted on backgrounds (needs masks or landmarks)
+    backgrounds: Str | None = None  #: background images for compositing (else procedural)
+    synth_n: PositiveInt = 10_000  #: SynthFER size when generated
+    synth_size: PositiveInt = 112
+    synth_seed: Int = 0
 
 
-def _is_dataclass_type(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
+class AugmentConfig(_Section):
+    hflip: Probability = 0.5
+    rotation: NonNegative = 0.0  #: degrees, +/-
+    color_jitter: FloatList | None = None  #: brightness, contrast, saturation, hue
+    random_contrast: NonNegative = 0.0
+    random_erasing: Probability = 0.0
+    resized_crop_scale: FloatList | None = None
+
+
+class ModelConfig(_Section):
+    name: Str  #: a registered model (attnfer.models); required: a recipe must name its model
+    pretrained: Annotated[bool | str, BeforeValidator(_bool_or_str)] = False  #: True (the model's default) or a path
+    kwargs: Options = Field(default_factory=dict)
+
+
+class OptimConfig(_Section):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.0
+    momentum: NonNegative = 0.9
+    clip_norm: Positive | None = None  #: global gradient-norm clipping (Keras global_clipnorm)
+
+
+class ScheduleConfig(_Section):
+    name: Literal["none", "plateau", "inverse_time", "cosine", "onecycle"] = "none"
+    monitor: Str = "val/acc"
+    patience: Count = 3
+    factor: Positive = 0.1
+    min_delta: NonNegative = 0.0
+    min_lr: NonNegative = 0.0
+    decay_epochs: Positive = 80.0  #: inverse_time: lr / (1 + epoch / decay_epochs)
+    warmup_fraction: Probability = 0.1  #: onecycle
+
+
+class EarlyStoppingConfig(_Section):
+    monitor: Str = "val/acc"
+    patience: Count = 5
+    min_delta: NonNegative = 0.0
+    mode: Literal["min", "max"] = "max"
+    restore_best: Bool = True
+
+
+class PhaseConfig(_Section):
+    name: Str = "train"
+    epochs: PositiveInt = 10
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig | None = None
+    model: Options = Field(default_factory=dict)  #: per-phase model settings (unfreeze_last_n, dropout)
+    augment: AugmentConfig | None = None  #: overrides the run's augmentation in this phase
+    class_weights: Bool = False  #: sklearn 'balanced' class weights in the loss
+    max_minutes: Positive | None = None  #: wall-clock budget of the phase
+
+
+class TrainerConfig(_Section):
+    accelerator: Str = "auto"
+    devices: Any = "auto"
+    num_nodes: PositiveInt = 1
+    strategy: Str = "auto"
+    precision: Str = "32-true"  #: e.g. bf16-mixed (CPU and GPU), 16-mixed (GPU)
+    accumulate_grad_batches: PositiveInt = 1
+    deterministic: Bool = False
+    channels_last: Bool = False
+    ema_decay: Probability | None = None  #: exponential moving average of the weights
+    limit_train_batches: Annotated[float | int, BeforeValidator(_fraction_or_count), Field(ge=0)] = 1.0
+    limit_val_batches: Annotated[float | int, BeforeValidator(_fraction_or_count), Field(ge=0)] = 1.0
+    log_every_n_steps: Count = 10
+    progress_bar: Bool = True
+    #: end this invocation after N epochs as if interrupted, checkpointed for --resume (time-sliced/preemptible jobs)
+    stop_after_epochs: Count | None = None
+
+
+class TrainConfig(_Section):
+    name: Str = "run"
+    output_dir: Str = "runs"
+    seed: Int = 0
+    label_smoothing: Probability = 0.0
+    data: DataConfig = Field(default_factory=DataConfig)
+    #: required in a recipe (load_config); None only in configs built in code that never build a model
+    model: ModelConfig | None = None
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    phases: Annotated[list[PhaseConfig], Field(min_length=1)] = Field(default_factory=lambda: [PhaseConfig()])
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    #: loss options passed to the model's loss, e.g. weights of its terms
+    loss: Annotated[dict[str, Float], BeforeValidator(_mapping)] = Field(default_factory=dict)
+    evaluate_batch_invariance: Bool = True
+    report_samples: Count = 12
+
+
+# ------------------------------------------------------------------------------------------------
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+
+
+def _section_at(parts: tuple) -> type[BaseModel] | None:
+    """The model class that holds the keys at ``parts`` (list indices skipped), or None."""
+    cls: type[BaseModel] | None = TrainConfig
+    for part in parts:
+        if isinstance(part, int):
+            continue
+        if cls is None or part not in cls.model_fields:
+            return None
+        cls = _model_in(cls.model_fields[part].annotation)
+    return cls
+
+
+def _model_in(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
     for arg in typing.get_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
+        found = _model_in(arg)
+        if found is not None:
+            return found
     return None
 
 
-def _check_scalar(value: Any, tp: Any, where: str) -> Any:
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _check_scalar(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {tp}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{where}: expected null")
-    if origin in (list, dict):
-        if not isinstance(value, origin):
-            raise ConfigError(f"{where}: expected a {origin.__name__}, got {value!r}")
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
+def _describe(err: Any) -> str:
+    parts = tuple(err["loc"])
+    path = ".".join(str(p) for p in parts) or "config"
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        section = _section_at(parts[:-1])
+        close = difflib.get_close_matches(str(parts[-1]), list(section.model_fields), n=1) if section else []
+        prefix = ".".join(str(p) for p in parts[:-1])
+        hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+        return f"unknown key '{path}'{hint}"
+    if kind == "missing":
+        return f"{path}: required"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{path}: expected a mapping, got {value!r}"
+    if kind == "list_type":
+        return f"{path}: expected a list, got {value!r}"
+    if kind in _BOUNDS:
+        return f"{path}: must be {_BOUNDS[kind]} {ctx[_BOUND_KEYS[kind]]}, got {value!r}"
+    if kind == "literal_error":
+        return f"{path}: expected one of {ctx['expected']}, got {value!r}"
+    if kind == "too_short":
+        return f"{path}: needs at least {ctx.get('min_length')} item(s)"
+    if kind == "string_type" and parts and parts[-1] == "[key]":
+        return f"{'.'.join(str(p) for p in parts[:-1])}: keys must be strings, got {value!r}"
+    return f"{path}: {err['msg']}"
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {raw!r}")
-    hints = _hints(cls)
-    kwargs = {}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else key
-        if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), n=1)
-            hint = f"; did you mean '{(where + '.') if where else ''}{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown key '{path}'{hint}")
-        tp = hints[key]
-        sub = _is_dataclass_type(tp)
-        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
-            if not isinstance(value, list):
-                raise ConfigError(f"{path}: expected a list")
-            item = typing.get_args(tp)[0]
-            kwargs[key] = [_build(item, v, f"{path}.{i}") for i, v in enumerate(value)]
-        elif sub is not None and (value is not None or type(None) not in typing.get_args(tp)):
-            kwargs[key] = _build(sub, value, path)
-        else:
-            kwargs[key] = _check_scalar(value, tp, path)
-    return cls(**kwargs)
+def _validate(raw: dict) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+        if len(problems) == 1:
+            raise ConfigError(problems[0]) from None
+        raise ConfigError(f"{len(problems)} problems in the config:\n  " + "\n  ".join(problems)) from None
 
 
-def to_dict(cfg: Any) -> Any:
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """The config as plain dicts, lists and scalars (YAML-safe), every default filled in."""
+    return cfg.model_dump(mode="python")
 
 
+# ------------------------------------------------------------------------------------------------
 def _set_path(raw: dict, path: str, value: Any) -> None:
     parts = path.split(".")
     node: Any = raw
@@ -231,16 +308,19 @@ def _set_path(raw: dict, path: str, value: Any) -> None:
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(f"{path}: index {part} out of range (the list has {len(node)} items)")
             node = node[int(part)]
-        else:
+        elif isinstance(node, dict):
             node = node.setdefault(part, {} if not parts[i + 1].isdigit() else [])
+        else:
+            raise ConfigError(f"{path}: '{'.'.join(parts[:i])}' is {node!r}, not a mapping or a list")
     last = parts[-1]
     if isinstance(node, list):
-        idx = int(last)
-        if idx >= len(node):
-            raise ConfigError(f"{path}: index {idx} out of range (the list has {len(node)} items)")
-        node[idx] = value
-    else:
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"{path}: index {last} out of range (the list has {len(node)} items)")
+        node[int(last)] = value
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise ConfigError(f"{path}: '{'.'.join(parts[:-1])}' is {node!r}, not a mapping or a list")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
@@ -268,17 +348,53 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
     return raw
 
 
+def _merge(base: Any, child: Any) -> Any:
+    """``child`` over ``base``: mappings merge key by key; anything else in the child replaces the base."""
+    if isinstance(base, dict) and isinstance(child, dict):
+        out = dict(base)
+        for key, value in child.items():
+            out[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(child)
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A recipe's mapping with its ``extends:`` parents merged under it (recursively)."""
+    key = path.resolve()
+    if key in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(key) :], key))
+        raise ConfigError(f"extends cycle: {cycle}")
+    if not path.is_file():
+        via = f" (extended by {chain[-1]})" if chain else ""
+        raise ConfigError(f"recipe {path} not found{via}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__} {raw!r:.80}")
+    parents = raw.pop("extends", None)
+    if parents is None:
+        return raw
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not parents or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: extends: expected a recipe file name or a list of them, got {parents!r}")
+    base: dict = {}
+    for parent in parents:
+        base = _merge(base, _read_recipe(path.parent / parent, (*chain, key)))
+    return _merge(base, raw)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML recipe (or the defaults), apply overrides, validate every key and type."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    """Read a YAML recipe (or the defaults), resolve ``extends``, apply overrides, validate every key and value."""
+    raw = _read_recipe(Path(path)) if path is not None else {}
     raw.setdefault("phases", [{}])  # so that --phases.0.key overrides reach the default phase
+    if raw.get("model") is None:
+        raw["model"] = {}  # so that --model.name reaches it
     raw = apply_overrides(raw, overrides or [])
-    return _build(TrainConfig, raw, "")
+    if raw.get("model") is None:
+        raw["model"] = {}  # a recipe must name its model: no model section reports model.name as required
+    return _validate(raw)
