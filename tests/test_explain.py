@@ -24,7 +24,7 @@ from conftest import build
 def test_each_model_gets_its_own_maps_and_gradcam(name, kwargs, size, expected):
     model = build(name, class_names=list(BASIC7), **kwargs).eval()
     x = np.random.default_rng(0).normal(size=(3, size, size)).astype(np.float32)
-    panels, probs = explain_face(model, x, list(BASIC7), [0.5] * 3, [0.5] * 3)
+    panels, probs = explain_face(model, x, list(BASIC7))
     titles = [p.title.split(" (")[0] if p.title.startswith("CBAM") else p.title for p in panels]
     assert titles[:-1] == expected and titles[-1] == f"Grad-CAM: {BASIC7[int(probs.argmax())]}"
     assert probs.sum() == pytest.approx(1, abs=1e-5)

@@ -73,6 +73,19 @@ def test_crop_face_is_square_with_margin_and_padded_at_borders():
     assert NoDetector().detect(img) == [Face((0, 0, 80, 100), 1.0)]
 
 
+def test_detector_none_feeds_the_whole_image_as_it_is():
+    from attnfer.inference import Recognizer
+    from attnfer.preprocess import PreprocessConfig
+
+    img = np.arange(41 * 37 * 3, dtype=np.uint8).reshape(41, 37, 3)
+    det = create_detector("none")
+    assert det.whole_image and not HaarDetector.whole_image
+    rec = Recognizer(lambda x: np.zeros((len(x), 2), np.float32), ["a", "b"], PreprocessConfig(), det)
+    (face,) = det.detect(img)
+    assert rec.crop(img, face) is img  # no margin, no square: the preprocessing stretches it as the data pipeline
+    assert rec.margin == PreprocessConfig().crop_margin  # used for detected faces
+
+
 # ---- BlazeFace (ONNX, from the npm registry) ------------------------------------------------------
 @pytest.fixture(scope="module")
 def blazeface():

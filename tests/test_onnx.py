@@ -1,5 +1,7 @@
 """ONNX export: parity with PyTorch, dynamic batch, metadata, INT8 graph, CLI."""
 
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -8,7 +10,6 @@ from typer.testing import CliRunner
 
 from attnfer.cli import app
 from attnfer.inference.onnx_export import export_onnx, read_metadata
-from attnfer.models import logits_of
 from conftest import build
 
 CASES = [("patt_lite", {}, 224), ("emonet", {}, 224), ("sa_fer", {}, 224), ("feratt", {"layout": "code"}, 64)]
@@ -23,13 +24,14 @@ def test_fp32_export_matches_torch_for_any_batch(tmp_path, name, kwargs, size):
     for batch in (1, 5):
         x = torch.randn(batch, 3, size, size)
         with torch.no_grad():
-            ref = logits_of(model(x)).numpy()
+            ref = model(x).numpy()
         got = session.run(None, {"input": x.numpy()})[0]
         assert got.shape == (batch, 3)
         assert np.abs(got - ref).max() <= 1e-4
     meta = read_metadata(path)
     assert meta["class_names"] == ["anger", "happiness", "neutral"] and meta["model"] == name
-    assert meta["preprocessing"]["input_size"] == [3, size, size]
+    assert meta["config"] == json.loads(json.dumps(model.cfg.to_dict()))  # the whole config, as saved
+    assert meta["config"]["preprocess"]["input_size"] == [3, size, size] and "preprocessing" not in meta
 
 
 def test_int8_export_runs_smaller_and_keeps_metadata(tmp_path):
@@ -92,3 +94,38 @@ def test_int8_keeps_top1_agreement_on_a_trained_model(tmp_path):
     print(f"fp32 accuracy {(a.argmax(1) == yte).mean():.4f}, INT8 agreement {(a.argmax(1) == b.argmax(1)).mean():.4f}")
     assert (a.argmax(1) == yte).mean() >= 0.9  # the model did learn the task
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.99
+
+
+def test_onnx_files_from_before_the_whole_config_still_run(tmp_path):
+    """Files exported with only ``attnfer.preprocessing`` (input size, mean, std, colour order, interpolation)."""
+    import onnx
+
+    from attnfer.inference import Recognizer
+    from attnfer.preprocess import PreprocessConfig
+
+    build("preact_resnet18", class_names=["anger", "happiness", "neutral"], num_classes=3).save(tmp_path / "m")
+    path = export_onnx(tmp_path / "m", tmp_path / "m.onnx")
+    graph = onnx.load(str(path))
+    old = {p.key: p.value for p in graph.metadata_props if p.key != "attnfer.config"}
+    old["attnfer.preprocessing"] = json.dumps(
+        {
+            "input_size": [3, 32, 32],
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "color_order": "RGB",
+            "interpolation": "bicubic",
+        }
+    )
+    old["attnfer.batch_dependent"] = "true"
+    del graph.metadata_props[:]
+    for k, v in old.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(graph, str(path))
+    rec = Recognizer.from_checkpoint(path, detector="none", runtime="onnx")
+    assert rec.pre_cfg == PreprocessConfig(
+        input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic"
+    )
+    assert rec.batch_dependent and rec.class_names == ["anger", "happiness", "neutral"]
+    (face,) = rec.predict(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    assert face.box == (0, 0, 30, 40) and sum(face.probabilities.values()) == pytest.approx(1, abs=1e-3)

@@ -37,14 +37,15 @@ def test_torch_and_onnx_runtimes_agree_on_a_group_photo(checkpoint, ssd):
 def test_numpy_preprocessing_matches_the_training_transform(checkpoint):
     import torch
 
-    from attnfer.preprocess.torch_ops import build_transform
     from attnfer.models import load_model
+    from attnfer.preprocess.torch_ops import build_transform
 
     rec = Recognizer.from_checkpoint(checkpoint, detector="none")
     crop = read_rgb(fetch(SINGLE_FACE))[100:400, 150:450]
     ours = rec.preprocess([crop])[0]
-    ref = build_transform(load_model(checkpoint).card)(torch.from_numpy(np.array(crop)).permute(2, 0, 1)).numpy()
-    assert np.abs(ours - ref).mean() < 0.02  # same geometry and normalisation; resampling filters differ slightly
+    ref = build_transform(load_model(checkpoint).cfg)(torch.from_numpy(np.array(crop)).permute(2, 0, 1)).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)  # one preprocessing definition: the same pixels
+    assert rec.margin == rec.pre_cfg.crop_margin and rec.config == load_model(checkpoint).cfg.to_dict()
 
 
 def test_odd_image_files(tmp_path):

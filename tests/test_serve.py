@@ -2,6 +2,7 @@
 headless Chromium (Debian's package, driven by Selenium) uploading a real photo."""
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -55,9 +56,13 @@ def server(tmp_path_factory, checkpoint):
     proc.wait(10)
 
 
-def test_health_docs_and_prediction(server):
+def test_health_docs_and_prediction(server, checkpoint):
     health = httpx.get(f"{server}/healthz").json()
     assert health["status"] == "ok" and health["detector"] == "ssd" and health["classes"] == list(BASIC7)
+    info = httpx.get(f"{server}/v1/model").json()  # the model's whole config, as saved with it
+    saved = json.loads((checkpoint / "config.json").read_text())
+    assert info["config"] == saved["config"] and info["config"]["preprocess"]["input_size"] == [3, 224, 224]
+    assert (info["name"], info["runtime"], info["class_names"]) == (saved["model"], "onnx", list(BASIC7))
     assert "/v1/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
     assert httpx.get(f"{server}/docs").status_code == 200
     photo = fetch(MULTI_FACE).read_bytes()
@@ -103,6 +108,7 @@ def test_request_timeout_is_a_504():
     import uvicorn
 
     from attnfer.inference import Recognizer
+    from attnfer.preprocess import PreprocessConfig
     from attnfer.serve import ServeLimits, create_app
 
     class Slow:  # a runtime that takes 2 s per batch
@@ -110,7 +116,7 @@ def test_request_timeout_is_a_504():
             time.sleep(2)
             return np.zeros((len(x), 7), np.float32)
 
-    rec = Recognizer(Slow(), list(BASIC7), {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3}, _Whole())
+    rec = Recognizer(Slow(), list(BASIC7), PreprocessConfig(mean=(0.5,) * 3, std=(0.5,) * 3), _Whole())
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(rec, ServeLimits(timeout_s=0.3)), port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -127,6 +133,7 @@ def test_request_timeout_is_a_504():
 
 class _Whole:
     name = "none"
+    whole_image = True
 
     def detect(self, image):
         from attnfer.inference.faces import Face

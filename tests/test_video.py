@@ -63,6 +63,15 @@ def test_videos_without_faces_and_with_a_face_leaving(rec):
     assert first_empty > 5 and sum(counts[:first_empty]) == first_empty and sum(counts[-10:]) == 0
 
 
+def test_detector_none_takes_every_frame_whole(checkpoint):
+    rec = Recognizer.from_checkpoint(checkpoint / "model.onnx", detector="none", runtime="onnx")
+    frames = list(rec.predict_video(fetch(NO_FACE_VIDEO), detect_every=3, max_frames=5))
+    assert len(frames) == 5 and all(f.detected and len(f.faces) == 1 for f in frames)  # no tracking of a whole frame
+    src = VideoSource(fetch(NO_FACE_VIDEO))
+    src.cap.release()
+    assert {f.faces[0].box for f in frames} == {(0, 0, src.width, src.height)}
+
+
 def test_predict_video_memory_is_flat(rec):
     tracemalloc.start()
     samples = []

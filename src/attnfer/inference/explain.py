@@ -1,20 +1,15 @@
-"""What a model looked at: each architecture's own attention, and Grad-CAM for any model.
+"""What a model looked at: the model's own attention maps, and Grad-CAM for any model.
 
-* FERAtt: the attention map sigmoid(A) and the attention image I_att that its classifier sees;
-* SA-FER: the CBAM spatial attention map of every block up to layer3 (``CBAM.record``);
-* PAtt-Lite (``attention="tokens"``): the self-attention among its 2x2 patch tokens, shown as the attention each
-  patch receives (mean over queries) on the image quadrant it mostly covers (the patch convolutions' receptive
-  fields overlap, so the quadrants are an approximation);
-* any model: Grad-CAM (Captum's ``LayerGradCam``) on the layer named by the model's ``gradcam_target`` (else the
-  last 4-D feature map of at least 7x7 found by a probe forward), for the predicted class.
+* the model's attention maps: ``model.attention_maps(x)`` (:class:`~attnfer.models.AttentionMap`), which each
+  model implements for its own attention (none for a plain CNN); the HTML report shows the same maps;
+* Grad-CAM (Captum's ``LayerGradCam``) of the predicted class on the layer the model's config names
+  (``model.cfg.explain_layer``), else on the last 4-D feature map of at least 7x7 found by a probe forward.
 
 ``explain_face`` returns the panels as arrays; ``render_panels`` writes one PNG per face with matplotlib.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -22,25 +17,26 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models import logits_of
+from ..files import atomic_write
+from ..models import AttentionMap
 
 __all__ = ["Panel", "explain_face", "gradcam", "gradcam_layer", "render_panels"]
 
-
-class Panel:
-    """One picture of an explanation: an RGB image (H, W, 3) in [0, 1], or a heat map (H, W) in [0, 1] that is
-    drawn over the face crop."""
-
-    def __init__(self, title: str, data: np.ndarray, overlay: bool) -> None:
-        self.title, self.data, self.overlay = title, data, overlay
+#: One picture of an explanation (a heat map drawn over the face, or an image shown as it is).
+Panel = AttentionMap
 
 
-def gradcam_layer(model: nn.Module, input_size: tuple[int, int, int]) -> nn.Module:
-    """The model's ``gradcam_target`` module, else the last module (in execution order) whose output is a 4-D map of
-    at least 7x7."""
-    target = getattr(model, "gradcam_target", None)
+def gradcam_layer(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> nn.Module:
+    """The module named by the model's ``cfg.explain_layer``, else the last module (in execution order) whose
+    output is a 4-D map of at least 7x7 for an input of ``input_size`` (default: the config's)."""
+    cfg = getattr(model, "cfg", None)
+    target = getattr(cfg, "explain_layer", None)
     if target:
         return model.get_submodule(target)
+    if input_size is None:
+        if cfg is None:
+            raise ValueError(f"{type(model).__name__}: give the input size for the Grad-CAM layer probe")
+        input_size = cfg.input_size
     seen: list[nn.Module] = []
     hooks = [
         m.register_forward_hook(
@@ -68,77 +64,42 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: int, layer: nn.Module) ->
     """Grad-CAM of class ``target`` for one input (1, 3, H, W): (H, W) in [0, 1] at input resolution."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    cam = LayerGradCam(lambda inp: logits_of(model(inp)), layer)
+    cam = LayerGradCam(model, layer)  # forward returns logits
     with torch.enable_grad():
         attr = cam.attribute(x, target=target, relu_attributions=True)  # (1, 1, h, w)
     up = LayerAttribution.interpolate(attr.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    m = up[0, 0].float().numpy()
+    m = up[0, 0].float().cpu().numpy()
     return m / m.max() if m.max() > 0 else m
 
 
-@contextmanager
-def _recording(model: nn.Module) -> Iterator[list[nn.Module]]:
-    """Turn on ``record`` in every module that has it (CBAM, the attention models) for one forward."""
-    mods = [m for m in model.modules() if hasattr(m, "record")]
-    for m in mods:
-        m.record = True
-    try:
-        yield mods
-    finally:
-        for m in mods:
-            m.record = False
-
-
 def explain_face(
-    model: nn.Module, x: np.ndarray, class_names: list[str], mean: list[float], std: list[float]
-) -> tuple[list[Panel], np.ndarray]:
-    """Panels for one preprocessed face (3, H, W) and the class probabilities."""
-    from ..models.feratt import FERAtt
-    from ..models.layers import CBAM
-    from ..models.patt_lite import PAttLite
+    model: nn.Module, x: np.ndarray, class_names: list[str] | None = None
+) -> tuple[list[AttentionMap], np.ndarray]:
+    """Panels for one preprocessed face (3, H, W) and the class probabilities (C,).
 
+    The panels are the model's own attention maps (``model.attention_maps``) followed by Grad-CAM of the predicted
+    class; ``class_names`` (default: the model's ``output_names``) name the Grad-CAM panel.
+    """
     model.eval()
-    xt = torch.from_numpy(x)[None]  # (1, 3, H, W)
-    H, W = x.shape[-2:]
-    panels: list[Panel] = []
-    with _recording(model) as mods, torch.no_grad():
-        out = model(xt)
-    probs = torch.softmax(logits_of(out).float(), dim=1)[0].numpy()
+    device = next(model.parameters()).device
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None].to(device)  # (1, 3, H, W)
+    with torch.no_grad():
+        probs = torch.softmax(model(xt).float(), dim=1)[0].cpu().numpy()
     top = int(probs.argmax())
-
-    if isinstance(model, FERAtt):
-        att = torch.sigmoid(out.attention_map[0]).mean(0).numpy()  # (H, W)
-        panels.append(Panel("FERAtt attention map sigmoid(A)", att, True))
-        img = out.attention_image[0].permute(1, 2, 0).numpy() * np.asarray(std) + np.asarray(mean)
-        panels.append(Panel("FERAtt attention image I_att", np.clip(img, 0, 1), False))
-    for i, m in enumerate(k for k in mods if isinstance(k, CBAM) and k.last_spatial_map is not None):
-        s = m.last_spatial_map[0, 0].numpy()  # (h, w) in [0, 1] after the sigmoid
-        panels.append(Panel(f"CBAM spatial map {i + 1} ({s.shape[0]}x{s.shape[1]})", _resize(s, H, W), True))
-    w = getattr(model, "last_attention", None)
-    if w is not None and w.shape[-2:] == (4, 4):  # PAtt-Lite (tokens mode), SA-FER: 2x2 patch tokens
-        w = w[0]  # (4, 4): rows = queries, columns = keys
-        assert torch.allclose(w.sum(-1), torch.ones(4), atol=1e-4)
-        received = w.mean(0).reshape(2, 2).numpy()  # (2, 2): attention each patch receives
-        grid = cv2.resize(received, (W, H), interpolation=cv2.INTER_NEAREST)
-        title = (
-            "PAtt-Lite token attention (2x2 patches)"
-            if isinstance(model, PAttLite)
-            else ("self-attention over 2x2 patch tokens")
-        )
-        panels.append(Panel(title, grid / max(grid.max(), 1e-8), True))
-
-    layer = gradcam_layer(model, tuple(x.shape))
-    cam = gradcam(model, xt.clone().requires_grad_(True), top, layer)
-    panels.append(Panel(f"Grad-CAM: {class_names[top]}", cam, True))
+    names = list(class_names) if class_names is not None else model.output_names
+    panels = list(model.attention_maps(xt))
+    cam = gradcam(model, xt.clone().requires_grad_(True), top, gradcam_layer(model, tuple(x.shape)))
+    panels.append(AttentionMap(f"Grad-CAM: {names[top]}", cam))
     return panels, probs
 
 
-def _resize(m: np.ndarray, H: int, W: int) -> np.ndarray:
-    return cv2.resize(m.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
-
-
 def render_panels(
-    crop: np.ndarray, panels: list[Panel], probs: np.ndarray, class_names: list[str], path: str | Path, title: str
+    crop: np.ndarray,
+    panels: list[AttentionMap],
+    probs: np.ndarray,
+    class_names: list[str],
+    path: str | Path,
+    title: str,
 ) -> Path:
     """One PNG: the face crop, each panel (heat maps over the crop), and the class probabilities."""
     import matplotlib
@@ -177,8 +138,8 @@ def render_panels(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return path

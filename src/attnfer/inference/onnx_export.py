@@ -1,10 +1,12 @@
-"""ONNX export with the class names and preprocessing in the model metadata, and INT8 via ONNX Runtime.
+"""ONNX export with the model's whole config in the metadata, and INT8 via ONNX Runtime.
 
-``export_onnx(model_dir, out)`` writes a graph with a dynamic batch axis (input ``input`` (B, 3, H, W) float32,
-already preprocessed as the card says; output ``logits`` (B, C)). Metadata keys: ``attnfer.class_names`` (JSON
-list), ``attnfer.preprocessing`` (JSON: input_size, mean, std, colour order, interpolation), ``attnfer.model``,
-``attnfer.version``. ``int8=True`` adds static INT8 quantisation (QDQ, per-channel weights) calibrated on the
-images you pass, or on SynthFER faces rendered on the fly.
+``export_onnx(model_dir, out)`` writes the model's graph with a dynamic batch axis (input ``input`` (B, 3, H, W)
+float32, already preprocessed as the model's config says; output ``logits`` (B, C)). Metadata keys:
+``attnfer.config`` (JSON: the model's whole config, ``model.cfg.to_dict()``, whose ``preprocess`` is the
+:class:`~attnfer.preprocess.PreprocessConfig` the ONNX runtime preprocesses with), ``attnfer.class_names`` (JSON
+list), ``attnfer.model`` and ``attnfer.version``. ``int8=True`` adds static INT8 quantisation (QDQ, per-channel
+weights) calibrated on the (preprocessed) images you pass, or on SynthFER faces rendered on the fly and preprocessed
+by the model's evaluation transform.
 """
 
 from __future__ import annotations
@@ -21,29 +23,18 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..models import load_model, logits_of
+from ..models import load_model
 
 __all__ = ["export_onnx", "read_metadata"]
 
 
-class _LogitsOnly(nn.Module):
-    """Export wrapper: structured outputs (FERAtt) reduced to their logits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.model(x))
-
-
-def _calibration_images(card: Any, n: int, seed: int = 0) -> np.ndarray:
-    """n SynthFER faces preprocessed with the card: (n, 3, H, W) float32."""
+def _calibration_images(model: nn.Module, n: int, seed: int = 0) -> np.ndarray:
+    """n SynthFER faces through the model's evaluation transform: (n, 3, H, W) float32."""
     from ..data.synthfer import render
-    from ..data.transforms import build_transform
+    from ..preprocess.torch_ops import build_transform
 
-    tf = build_transform(card)
-    out = [tf(torch.from_numpy(render(seed, i, size=112, person=i).image).permute(2, 0, 1)) for i in range(n)]
+    tf = build_transform(model.cfg)
+    out = [tf(render(seed, i, size=112, person=i).image) for i in range(n)]
     return torch.stack(out).numpy().astype(np.float32)
 
 
@@ -54,21 +45,24 @@ def export_onnx(
     calibration: np.ndarray | None = None,
     opset: int = 17,
 ) -> Path:
-    """Export a saved model directory (or a registry-built model) to ONNX at ``out``; returns ``out``."""
+    """Export a saved model directory (or a registry-built model) to ONNX at ``out``; returns ``out``.
+
+    ``calibration``: preprocessed inputs (N, 3, H, W) for the INT8 calibration (default: 64 SynthFER faces).
+    """
     import onnx
 
     model = load_model(source) if not isinstance(source, nn.Module) else source
     model.eval()
-    card = model.card
+    cfg = model.cfg
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(2, *card.input_size)
+    dummy = torch.zeros(2, *cfg.input_size, device=next(model.parameters()).device)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fp32 = Path(tmp) / "model.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape asserts, which hold for every batch size
             torch.onnx.export(
-                _LogitsOnly(model),
+                model,
                 (dummy,),
                 str(fp32),
                 input_names=["input"],
@@ -81,11 +75,8 @@ def export_onnx(
         meta = {
             "attnfer.model": getattr(model, "model_name", type(model).__name__),
             "attnfer.version": __version__,
-            "attnfer.class_names": json.dumps(model.class_names or [f"class_{i}" for i in range(model.num_classes)]),
-            "attnfer.preprocessing": json.dumps(
-                {k: card.to_dict()[k] for k in ("input_size", "mean", "std", "color_order", "interpolation")}
-            ),
-            "attnfer.batch_dependent": json.dumps(card.batch_dependent),
+            "attnfer.class_names": json.dumps(model.output_names),
+            "attnfer.config": json.dumps(cfg.to_dict()),
         }
         for k, v in meta.items():
             entry = graph.metadata_props.add()
@@ -94,7 +85,7 @@ def export_onnx(
         final = fp32
         if int8:
             final = Path(tmp) / "model.int8.onnx"
-            _quantize(fp32, final, calibration if calibration is not None else _calibration_images(card, 64))
+            _quantize(fp32, final, calibration if calibration is not None else _calibration_images(model, 64))
             q = onnx.load(str(final))
             del q.metadata_props[:]
             for k, v in {**meta, "attnfer.quantization": "int8 static QDQ, per-channel weights"}.items():
@@ -130,7 +121,7 @@ def _quantize(src: Path, dst: Path, calibration: np.ndarray) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The attnfer metadata of an exported model (class names, preprocessing, ...), decoded."""
+    """The attnfer metadata of an exported model (``config``, ``class_names``, ``model``, ...), JSON decoded."""
     import onnxruntime as ort
 
     meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map

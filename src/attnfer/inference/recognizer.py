@@ -1,26 +1,30 @@
-"""Expression recognition on real images: detect faces, crop, preprocess as the model card says, classify.
+"""Expression recognition on real images: detect faces, crop, preprocess as the model's config says, classify.
 
     >>> from attnfer.inference import Recognizer
     >>> rec = Recognizer.from_checkpoint("runs/quickstart-.../best", detector="auto", runtime="torch")
     >>> for face in rec.predict("photo.jpg"):
     ...     print(face.box, face.label, face.probabilities)
 
-``runtime="onnx"`` runs an exported ``model.onnx`` (or a directory holding one) with ONNX Runtime; its
-preprocessing is read from the ONNX metadata and done with numpy/OpenCV, so that path needs no torch.
+Both runtimes preprocess through :mod:`attnfer.preprocess` (its numpy backend) from the model's
+:class:`~attnfer.preprocess.PreprocessConfig`: the torch runtime reads it from the saved model's config, the ONNX
+runtime (``runtime="onnx"``: an exported ``model.onnx``, or a directory holding one) from the ONNX metadata, so
+that path needs no torch. A detected face is cropped square with the config's ``crop_margin`` around its box; with
+``detector="none"`` the whole image is the face and goes to the preprocessing as it is (stretched to the input
+size, as the data pipeline does).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..images import ImageReadError, read_rgb
+from ..preprocess import PreprocessConfig, as_preprocess, preprocess_batch
 from .faces import Face, FaceDetector, create_detector, crop_face
 from .video import BoxTracker, VideoSource
 
@@ -56,16 +60,45 @@ class FrameResult:
 
 
 class Recognizer:
+    """Faces in, expressions out, for one model behind a runtime (a callable: float32 (N, 3, H, W) -> logits (N, C)).
+
+    Args:
+        runtime: the model; ``from_checkpoint`` builds a torch or an ONNX Runtime one.
+        class_names: names of the C outputs.
+        config: the model's config: its dict form (``ModelCfg.to_dict()``, as in ``config.json`` and the ONNX
+            metadata), a ``ModelCfg``, or only a :class:`~attnfer.preprocess.PreprocessConfig` (or its dict).
+        detector: the face detector.
+        margin: margin around a detected face box (fraction of its larger side); None: the config's
+            ``crop_margin``.
+        model_name: the registered model's name (shown by the service).
+
+    Attributes:
+        config: the model's whole config as a dict (``{"preprocess": ...}`` at least).
+        pre_cfg: its :class:`~attnfer.preprocess.PreprocessConfig`, the only preprocessing there is.
+        batch_dependent: the model's outputs depend on the rest of the batch; it is fed one face at a time.
+    """
+
     def __init__(
         self,
         runtime: Any,
         class_names: list[str],
-        preprocessing: dict[str, Any],
+        config: Any,
         detector: FaceDetector,
-        margin: float = 0.2,
+        margin: float | None = None,
+        model_name: str = "",
     ) -> None:
-        self.runtime, self.class_names, self.pre = runtime, list(class_names), preprocessing
-        self.detector, self.margin = detector, margin
+        if isinstance(config, PreprocessConfig):
+            config = {"preprocess": config.to_dict()}
+        elif not isinstance(config, dict):
+            config = config.to_dict()  # a ModelCfg
+        self.pre_cfg = as_preprocess(config)
+        if "preprocess" not in config:  # the dict of a PreprocessConfig alone
+            config = {"preprocess": self.pre_cfg.to_dict()}
+        self.config = dict(config)
+        self.batch_dependent = bool(config.get("batch_dependent", False))
+        self.runtime, self.class_names, self.detector = runtime, list(class_names), detector
+        self.margin = self.pre_cfg.crop_margin if margin is None else float(margin)
+        self.model_name = model_name
 
     @classmethod
     def from_checkpoint(
@@ -74,30 +107,39 @@ class Recognizer:
         detector: str | FaceDetector = "auto",
         runtime: str = "torch",
         device: str = "cpu",
-        margin: float = 0.2,
+        margin: float | None = None,
     ) -> Recognizer:
+        """A recognizer for a saved model directory (``runtime="torch"``) or an exported ONNX file or a directory
+        holding ``model.onnx`` (``runtime="onnx"``). ``margin`` overrides the config's ``crop_margin``."""
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime must be torch or onnx, got {runtime!r}")
         det = create_detector(detector) if isinstance(detector, str) else detector
         path = Path(path)
-        if runtime == "onnx":
-            rt = _OnnxRuntime(path / "model.onnx" if path.is_dir() else path)
-            return cls(rt, *rt.metadata(), det, margin)
-        if runtime != "torch":
-            raise ValueError(f"runtime must be torch or onnx, got {runtime!r}")
-        rt = _TorchRuntime(path, device)
-        return cls(rt, rt.class_names, rt.preprocessing, det, margin)
+        rt: _TorchRuntime | _OnnxRuntime
+        rt = (
+            _OnnxRuntime(path / "model.onnx" if path.is_dir() else path)
+            if runtime == "onnx"
+            else _TorchRuntime(path, device)
+        )
+        return cls(rt, rt.class_names, rt.config, det, margin, model_name=rt.model_name)
 
-    # ---- preprocessing (numpy/OpenCV, identical for both runtimes) ------------------------------
+    @property
+    def runtime_name(self) -> str:
+        """``torch``, ``onnx``, or the class name of a custom runtime."""
+        return getattr(self.runtime, "name", type(self.runtime).__name__)
+
+    # ---- faces and preprocessing -----------------------------------------------------------------
+    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The face image to classify: the whole image when the detector does not detect (``detector="none"``),
+        else the square crop with ``margin`` around the box (eyes levelled when the detector gives keypoints)."""
+        if getattr(self.detector, "whole_image", False):
+            return image
+        return crop_face(image, face, self.margin)
+
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
-        """RGB uint8 crops -> (N, 3, H, W) float32 as the card says (resize, [0, 1], mean/std)."""
-        _, h, w = self.pre["input_size"]
-        mean = np.asarray(self.pre["mean"], np.float32)[:, None, None]
-        std = np.asarray(self.pre["std"], np.float32)[:, None, None]
-        out = np.empty((len(crops), 3, h, w), np.float32)
-        for i, c in enumerate(crops):
-            interp = cv2.INTER_AREA if c.shape[0] > h else cv2.INTER_LINEAR
-            r = cv2.resize(c, (w, h), interpolation=interp).astype(np.float32).transpose(2, 0, 1) / 255.0
-            out[i] = (r - mean) / std
-        return out
+        """RGB uint8 face images -> (N, 3, H, W) float32, by :func:`attnfer.preprocess.preprocess_batch` with the
+        model's config (the same pixels training and evaluation see)."""
+        return preprocess_batch(crops, self.pre_cfg)
 
     def predict(self, image: str | Path | np.ndarray, source: str | None = None) -> list[FaceResult]:
         """One result per detected face (an empty list when there is none)."""
@@ -107,7 +149,7 @@ class Recognizer:
         faces = self.detector.detect(image)
         if not faces:
             return []
-        probs = self.classify([crop_face(image, f, self.margin) for f in faces])
+        probs = self.classify([self.crop(image, f) for f in faces])
         return self._results(source or "array", faces, probs)
 
     def predict_video(
@@ -124,7 +166,8 @@ class Recognizer:
         Every ``stride``-th frame is processed; the detector runs on every ``detect_every``-th processed frame and
         boxes are tracked in between (``detect_every=1``: detect on every frame). Faces of consecutive frames are
         classified together in batches of up to ``batch_size``. A :class:`~.video.VideoSource` brings its own
-        ``stride`` and ``max_frames``. Raises :class:`~.video.VideoReadError` when the video cannot be decoded.
+        ``stride`` and ``max_frames``. A detector that takes the whole image as the face runs on every frame.
+        Raises :class:`~.video.VideoReadError` when the video cannot be decoded.
         """
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -133,7 +176,7 @@ class Recognizer:
         pending: list[tuple[Any, list[Face], bool]] = []  # frames whose faces are not classified yet
         n_faces, faces = 0, []
         for k, frame in enumerate(src):
-            detect = k % detect_every == 0
+            detect = k % detect_every == 0 or getattr(self.detector, "whole_image", False)
             if detect:
                 faces = self.detector.detect(frame.image)
                 tracker.reset(frame.image)
@@ -147,7 +190,7 @@ class Recognizer:
         yield from self._flush(src.name, pending, keep_images)
 
     def _flush(self, source: str, pending: list, keep_images: bool) -> Iterator[FrameResult]:
-        crops = [crop_face(fr.image, f, self.margin) for fr, faces, _ in pending for f in faces]
+        crops = [self.crop(fr.image, f) for fr, faces, _ in pending for f in faces]
         probs = self.classify(crops) if crops else np.zeros((0, len(self.class_names)), np.float32)
         i = 0
         for fr, faces, detected in pending:
@@ -172,16 +215,26 @@ class Recognizer:
         ]
 
     def classify(self, crops: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities (N, C) of face crops, in batches."""
+        """Class probabilities (N, C) of face images, in batches of up to ``batch_size``.
+
+        A batch-dependent model (``config["batch_dependent"]``: its outputs depend on the other samples of the
+        batch) is fed one face per forward pass, which is what its original implementation gives for one image
+        (``predict`` on a single face), so a face's result never depends on the other faces of the photo.
+        """
+        step = 1 if self.batch_dependent else max(1, batch_size)
         out = []
-        for i in range(0, len(crops), batch_size):
-            logits = self.runtime(self.preprocess(crops[i : i + batch_size]))
+        for i in range(0, len(crops), step):
+            logits = np.asarray(self.runtime(self.preprocess(crops[i : i + step])), np.float64)
             e = np.exp(logits - logits.max(1, keepdims=True))
-            out.append(e / e.sum(1, keepdims=True))
+            out.append((e / e.sum(1, keepdims=True)).astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
 
 class _TorchRuntime:
+    """A saved model directory run by PyTorch; its config is the one saved with it (``model.cfg``)."""
+
+    name = "torch"
+
     def __init__(self, path: Path, device: str) -> None:
         import torch
 
@@ -189,18 +242,20 @@ class _TorchRuntime:
 
         self.torch, self.device = torch, device
         self.model = load_model(path).eval().to(device)
-        card = self.model.card.to_dict()
-        self.preprocessing = {k: card[k] for k in ("input_size", "mean", "std", "color_order", "interpolation")}
-        self.class_names = self.model.class_names or [f"class_{i}" for i in range(self.model.num_classes)]
+        self.config = self.model.cfg.to_dict()
+        self.class_names = self.model.output_names
+        self.model_name = self.model.model_name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from ..models import logits_of
-
         with self.torch.no_grad():
-            return logits_of(self.model(self.torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+            return self.model(self.torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
 
 class _OnnxRuntime:
+    """An exported ONNX file run by ONNX Runtime (no torch); its config comes from the file's metadata."""
+
+    name = "onnx"
+
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
@@ -208,12 +263,29 @@ class _OnnxRuntime:
             raise FileNotFoundError(f"{path} not found: export it with `attnfer export CHECKPOINT`")
         self.path = path
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.config = onnx_model_config(meta, path)
+        self.class_names = json.loads(meta["attnfer.class_names"])
+        self.model_name = meta.get("attnfer.model", "")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input": x})[0]
 
-    def metadata(self) -> tuple[list[str], dict[str, Any]]:
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "attnfer.preprocessing" not in meta:
-            raise ValueError(f"{self.path}: no attnfer metadata (export it with `attnfer export`)")
-        return json.loads(meta["attnfer.class_names"]), json.loads(meta["attnfer.preprocessing"])
+
+def onnx_model_config(meta: dict[str, str], path: str | Path = "model.onnx") -> dict[str, Any]:
+    """The model config (dict) in an attnfer ONNX file's metadata (``attnfer.config``). Files exported before the
+    whole config was stored carry ``attnfer.preprocessing`` (input size, mean, std, colour order, interpolation)
+    and ``attnfer.batch_dependent``: their config is built from those, with the defaults for the rest."""
+    if "attnfer.config" in meta:
+        try:
+            config = json.loads(meta["attnfer.config"])
+            PreprocessConfig.from_dict(config["preprocess"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: metadata 'attnfer.config' is not a valid model config ({e})") from e
+        return config
+    if "attnfer.preprocessing" not in meta or "attnfer.class_names" not in meta:
+        raise ValueError(f"{path}: no attnfer metadata (export it with `attnfer export`)")
+    old = json.loads(meta["attnfer.preprocessing"])
+    known = {f.name for f in fields(PreprocessConfig)}
+    pre = PreprocessConfig.from_dict({k: v for k, v in old.items() if k in known})
+    return {"preprocess": pre.to_dict(), "batch_dependent": json.loads(meta.get("attnfer.batch_dependent", "false"))}

@@ -1,4 +1,5 @@
-"""The attnfer web service (FastAPI): ``POST /v1/predict``, a page at ``/``, ``/healthz``, OpenAPI at ``/docs``.
+"""The attnfer web service (FastAPI): ``POST /v1/predict``, ``GET /v1/model`` (the model's whole config), a page at
+``/``, ``/healthz``, OpenAPI at ``/docs``.
 
     uv run attnfer serve --checkpoint runs/quickstart-.../best --port 8000
 
@@ -65,6 +66,16 @@ class Health(BaseModel):
     classes: list[str]
 
 
+class ModelInfo(BaseModel):
+    name: str = Field(description="registered model name")
+    checkpoint: str = Field(description="the served checkpoint's name")
+    runtime: str
+    class_names: list[str]
+    config: dict[str, Any] = Field(
+        description="the model's whole config (input contract under 'preprocess'), as saved with the model"
+    )
+
+
 class ErrorBody(BaseModel):
     status: int
     message: str
@@ -84,15 +95,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
-def create_app(rec: Recognizer, limits: ServeLimits | None = None, model_name: str = "model", runtime: str = "torch"):
-    """A FastAPI app serving ``rec`` (any Recognizer: torch or ONNX runtime, any detector)."""
+def create_app(
+    rec: Recognizer, limits: ServeLimits | None = None, model_name: str = "model", runtime: str | None = None
+):
+    """A FastAPI app serving ``rec`` (any Recognizer: torch or ONNX runtime, any detector); ``app.state.recognizer``
+    is ``rec``. ``runtime`` names the runtime in the answers (default: the recognizer's)."""
     limits = limits or ServeLimits()
+    runtime = runtime or rec.runtime_name
     lock = threading.Lock()
     app = FastAPI(
         title="attnfer",
         version=__version__,
         description="Facial expression recognition: upload a photo, get one result per detected face.",
     )
+    app.state.recognizer = rec
     page = (files("attnfer.serve") / "static" / "index.html").read_text()
 
     @app.middleware("http")
@@ -132,6 +148,18 @@ def create_app(rec: Recognizer, limits: ServeLimits | None = None, model_name: s
             "runtime": runtime,
             "detector": rec.detector.name,
             "classes": rec.class_names,
+        }
+
+    @app.get("/v1/model", response_model=ModelInfo)
+    async def model_info() -> dict[str, Any]:
+        """The served model: its name, runtime, class names and whole config (what inputs it takes and how a face
+        is preprocessed for it, paper, deviations)."""
+        return {
+            "name": rec.model_name or model_name,
+            "checkpoint": model_name,
+            "runtime": runtime,
+            "class_names": rec.class_names,
+            "config": rec.config,
         }
 
     error_responses = {s: {"model": Error} for s in (400, 411, 413, 415, 422, 504)}
