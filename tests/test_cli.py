@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -35,11 +36,42 @@ def test_models_json_and_filter():
 
 
 def test_models_card_and_bad_filter():
+    import attnfer
+
     result = runner.invoke(app, ["models", "--card", "sa_fer"])
     assert result.exit_code == 0
-    assert json.loads(result.output)["num_params"] == 3_273_363
+    card = json.loads(result.output)
+    assert card["num_params"] == 3_273_363
+    assert {k: card[k] for k in attnfer.create_model("sa_fer").cfg.to_dict()} == attnfer.create_model(
+        "sa_fer"
+    ).cfg.to_dict()
     result = runner.invoke(app, ["models", "--filter", "vit*"])
     assert result.exit_code == 1 and "no model matches" in result.output
+    result = runner.invoke(app, ["models", "--card", "nope"], terminal_width=300)
+    assert result.exit_code == 2 and "unknown model 'nope'" in result.output
+
+
+def test_help_lists_the_registry_and_the_quickstart_recipe():
+    import yaml
+
+    import attnfer
+
+    result = runner.invoke(app, ["models", "--help"], terminal_width=400)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name in attnfer.list_models():
+        assert name in text
+    result = runner.invoke(app, ["quickstart", "--help"], terminal_width=400)
+    recipe = yaml.safe_load((Path(attnfer.__file__).parent / "configs" / "quickstart.yaml").read_text())
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and f"the recipe's model, {recipe['model']['name']}, from scratch" in text
+
+
+def test_report_of_a_folder_without_run_files_fails_cleanly(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not an attnfer run or evaluation directory" in result.output
+    result = runner.invoke(app, ["report", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "is not a directory" in result.output
 
 
 def test_console_entry_point_runs():

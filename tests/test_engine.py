@@ -78,11 +78,11 @@ def calibrated_mobilenetv1(tiny_cache, tmp_path_factory):
 
     import attnfer
     from attnfer.data import load_dataset
-    from attnfer.preprocess.torch_ops import build_transform
     from attnfer.engine.data import synthfer_root
+    from attnfer.preprocess.torch_ops import build_transform
 
     ds = load_dataset("synthfer", synthfer_root(70, 64, 0))["train"]
-    tf = build_transform(attnfer.create_model("patt_lite").card)
+    tf = build_transform(attnfer.create_model("patt_lite").cfg)
     x = torch.stack([tf(ds[i][0]) for i in range(32)])
     net = timm.create_model("mobilenetv1_100")
     for m in net.modules():
@@ -266,30 +266,41 @@ def test_overrides_reach_nested_and_list_keys():
 def test_evaluate_and_report_commands(tmp_path, tiny_cache):
     over = tiny(tmp_path, **{"phases.0.epochs": 1, "phases.0.max_minutes": None, "trainer.precision": "32-true"})
     run = train(load_config(CONFIGS / "quickstart.yaml", over), tmp_path / "run")
+    # training writes everything the report shows
+    for name in ("evaluation.json", "confusion_best_test.png", "curves.json", "curves.png", "samples.json"):
+        assert (run / name).is_file(), name
+    curves = json.loads((run / "curves.json").read_text())
+    assert [p["name"] for p in curves["phases"]] == ["train"] and len(curves["series"]["train/loss"]) == 1
+    assert curves["series"]["train/loss"][0][1] == pytest.approx(epoch_losses(run)[0])
+    samples = json.loads((run / "samples.json").read_text())
+    assert len(samples["samples"]) == 2 and samples["checkpoint"] == "best"
+    for s in samples["samples"]:
+        assert (run / s["file"]).is_file() and s["attention"] and 0 < s["probability"] <= 1
     html = (run / "report.html").read_text()
     assert "Batch invariance (best)" in html and "Confusion matrix" in html and "data:image/png;base64," in html
+    assert "Training curves" in html and "Sample test predictions with attention" in html
     (run / "report.html").unlink()
     runner = CliRunner()
     r = runner.invoke(app, ["report", str(run)])
     assert r.exit_code == 0 and (run / "report.html").is_file()
-    out = tmp_path / "eval.json"
-    r = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(run / "best"),
-            "--data",
-            "synthfer",
-            "--root",
-            str(tiny_cache / "synthfer-n70-s64-seed0"),
-            "--out",
-            str(out),
-        ],
-        terminal_width=200,
-    )
+    out = tmp_path / "eval"
+    args = ["evaluate", str(run / "best"), "--data", "synthfer", "--root", str(tiny_cache / "synthfer-n70-s64-seed0")]
+    r = runner.invoke(app, [*args, "--out", str(out), "--samples", "3"], terminal_width=200)
     assert r.exit_code == 0, r.output
-    ev = json.loads(out.read_text())
-    saved = json.loads((run / "evaluation.json").read_text())["checkpoints"]["best"]["test"]
-    assert ev["accuracy"] == pytest.approx(saved["accuracy"]) and ev["batch_invariance"]["passed"]
+    ev = json.loads((out / "evaluation.json").read_text())
+    saved = json.loads((run / "evaluation.json").read_text())["checkpoints"]["best"]
+    # the same function evaluated the run: same figures, same files
+    assert ev["checkpoints"]["best"]["test"]["accuracy"] == pytest.approx(saved["test"]["accuracy"])
+    assert ev["checkpoints"]["best"]["test"]["confusion"] == saved["test"]["confusion"]
+    assert ev["checkpoints"]["best"]["batch_invariance"]["passed"]
+    for name in ("confusion_best_test.png", "samples.json", "data.json", "environment.json", "report.html"):
+        assert (out / name).is_file(), name
+    assert len(json.loads((out / "samples.json").read_text())["samples"]) == 3
+    (out / "report.html").unlink()
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0 and "Per class (best, test)" in (out / "report.html").read_text()
+    (tmp_path / "a_file").write_text("x")
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "a_file")])
+    assert r.exit_code == 2 and "exists and is not a directory" in r.output
     r = runner.invoke(app, ["evaluate", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "config.json not found" in r.output

@@ -1,4 +1,8 @@
-"""The ``attnfer`` command line (typer + rich)."""
+"""The ``attnfer`` command line (typer + rich): each command parses its options and calls one library function.
+
+Model names are never written here: ``attnfer models`` and the help texts list the registry
+(:func:`attnfer.models.list_models`), read when the help is shown, so ``attnfer --version`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,50 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from . import __version__
 
 app = typer.Typer(
     name="attnfer",
-    help="Attention-based facial expression recognition: PAtt-Lite, FERAtt, EMO-Net, SA-FER.",
+    help="Attention-based facial expression recognition: train, evaluate, explain and serve the registered models "
+    "(`attnfer models` lists them).",
     no_args_is_help=True,
     add_completion=False,
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _registered_models() -> str:
+    from .models import list_models
+
+    return ", ".join(list_models())
+
+
+def _quickstart_model() -> str:
+    from importlib.resources import files
+
+    import yaml
+
+    recipe = yaml.safe_load((files("attnfer") / "configs" / "quickstart.yaml").read_text()) or {}
+    return str((recipe.get("model") or {}).get("name", "?"))
+
+
+_HELP_VALUES = {"models": _registered_models, "quickstart_model": _quickstart_model}
+
+
+class _LiveHelp(TyperCommand):
+    """A command whose help text has ``{models}`` / ``{quickstart_model}`` filled in when the help is shown."""
+
+    def format_help(self, ctx, formatter) -> None:
+        if self.help and "{" in self.help:
+            self.help = self.help.format(**{k: f() for k, f in _HELP_VALUES.items() if "{" + k + "}" in self.help})
+        for param in self.params:
+            text = getattr(param, "help", None)
+            if text and "{" in text:
+                param.help = text.format(**{k: f() for k, f in _HELP_VALUES.items() if "{" + k + "}" in text})
+        return super().format_help(ctx, formatter)
 
 
 def _version(value: bool) -> None:
@@ -38,21 +75,29 @@ def main(
     """attnfer command line."""
 
 
-@app.command()
+@app.command(cls=_LiveHelp)
 def models(
     filter: Annotated[str, typer.Option("--filter", "-f", help="fnmatch pattern on model names.")] = "",
     num_classes: Annotated[int, typer.Option("--num-classes", "-c", help="Classifier width.")] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    card: Annotated[str, typer.Option("--card", help="Print the full card of one model.")] = "",
+    card: Annotated[
+        str, typer.Option("--card", help="Print the config of one model and its parameter count: one of {models}.")
+    ] = "",
 ) -> None:
-    """List the registered models with parameters and GMACs at their default input size."""
-    from .models import count_macs, create_model, list_models
+    """List the registered models with parameters and GMACs at their default input size.
+
+    Registered: {models}."""
+    from .models import count_macs, count_parameters, create_model, list_models
 
     if card:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = create_model(card, num_classes=num_classes)
-        console.print_json(json.dumps(m.card.to_dict()))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = create_model(card, num_classes=num_classes)
+        except ValueError as e:
+            _fail(str(e))
+        info = {"name": card, "num_classes": num_classes, **m.cfg.to_dict(), "num_params": count_parameters(m)}
+        console.print_json(json.dumps(info))
         return
     names = list_models(filter)
     if not names:
@@ -61,15 +106,16 @@ def models(
     rows = []
     with console.status("building models and counting MACs..."):
         for name in names:
-            m = create_model(name, num_classes=num_classes)
-            c = m.card
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = create_model(name, num_classes=num_classes)
             rows.append(
                 dict(
                     name=name,
-                    params=c.num_params,
+                    params=count_parameters(m),
                     gmacs=round(count_macs(m) / 1e9, 3),
-                    input_size=list(c.input_size),
-                    paper=c.paper,
+                    input_size=list(m.cfg.input_size),
+                    paper=m.cfg.paper,
                 )
             )
     if as_json:
@@ -120,78 +166,84 @@ def evaluate(
     checkpoint: Annotated[str, typer.Argument(help="A saved model directory (run/best, run/last).")],
     data: Annotated[str, typer.Option("--data", help="Dataset format name.")] = "synthfer",
     root: Annotated[str | None, typer.Option("--root", help="Dataset root (synthfer: cached default).")] = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="Split to evaluate (repeatable; default: test + subsets).")
+    ] = None,
     option: Annotated[list[str], typer.Option("--option", "-o", help="Loader option key=value.")] = [],  # noqa: B006
-    out: Annotated[str | None, typer.Option(help="Write the JSON report here.")] = None,
+    samples: Annotated[int, typer.Option(min=0, help="Test faces written with their attention.")] = 12,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Folder for evaluation.json, confusion matrices, samples, report.html (created)."),
+    ] = None,
 ) -> None:
-    """Evaluate a saved model: accuracy, balanced accuracy, macro P/R/F1, per class, batch invariance."""
-    from .data import DatasetError
-    from .engine.config import TrainConfig
-    from .engine.data import FERDataModule, load_run_data
-    from .engine.evaluate import batch_invariance, classification_metrics, predict_loader, write_json
-    from .models import CheckpointError, load_model
+    """Evaluate a saved model: metrics per split, per class, batch invariance; --out DIR writes a report's files.
 
+    Accuracy, balanced accuracy, macro P/R/F1 and the per-class table of each split. With --out, DIR gets what a
+    run's evaluation writes (evaluation.json, confusion matrices, sample faces with attention) and report.html;
+    ``attnfer report DIR`` renders it again."""
+    from .data import DatasetError
+    from .engine.evaluate import evaluate_checkpoints
+    from .engine.report import render_report
+    from .models import CheckpointError
+
+    settings = {"name": data, "root": root, "options": _parse_options(option)}
     try:
-        model = load_model(checkpoint)
-        cfg = TrainConfig()
-        cfg.data.name, cfg.data.root, cfg.data.options = data, root, _parse_options(option)
-        splits = load_run_data(cfg)
-        if model.class_names and list(model.class_names) != splits.class_names:
-            _fail(f"the model predicts {model.class_names} but {data} has classes {splits.class_names}")
-        dm = FERDataModule(cfg, splits, model.card)
-        probs, y = predict_loader(model, dm.eval_loader(split, shuffle_seed=0 if model.card.batch_dependent else None))
-    except (CheckpointError, DatasetError, ValueError, KeyError) as e:
-        _fail(str(e))
-    m = classification_metrics(y, probs.argmax(1), splits.class_names)
-    bi = batch_invariance(model, dm.dataset(split, train=False))
-    if model.card.batch_dependent:
-        console.print("[bold red]warning: attention='batch' model: predictions depend on batch-mates[/bold red]")
-    table = Table(title=f"{checkpoint} on {data}/{split} ({m['n']} images)")
-    for col in ("accuracy", "balanced acc", "macro P", "macro R", "macro F1", "batch-invariant"):
-        table.add_column(col, justify="right")
-    ok = "[green]yes[/green]" if bi["passed"] else f"[red]NO ({bi['changed_predictions']} changed)[/red]"
-    table.add_row(
-        *(f"{m[k]:.4f}" for k in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1")), ok
-    )
-    console.print(table)
-    if out:
-        write_json(Path(out), {"checkpoint": checkpoint, "data": data, "split": split, **m, "batch_invariance": bi})
+        result = evaluate_checkpoints(checkpoint, settings, out, splits=split or None, samples=samples)
+    except (CheckpointError, DatasetError, ValueError, KeyError, OSError) as e:
+        _fail(str(e).strip("'\""))
+    for which, entry in result["checkpoints"].items():
+        if entry.get("warning"):
+            console.print(f"[bold red]warning ({which}): {entry['warning']}[/bold red]")
+        bi = entry.get("batch_invariance") or {}
+        ok = "[green]yes[/green]" if bi.get("passed") else f"[red]NO ({bi.get('changed_predictions')} changed)[/red]"
+        table = Table(title=f"{checkpoint} on {result['dataset']}")
+        for col in ("split", "n", "accuracy", "balanced acc", "macro P", "macro R", "macro F1"):
+            table.add_column(col, justify="right")
+        for s in result["splits"]:
+            m = entry[s]
+            table.add_row(
+                s,
+                str(m["n"]),
+                *(
+                    f"{m[k]:.4f}"
+                    for k in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1")
+                ),
+            )
+        console.print(table)
+        console.print(f"batch-invariant: {ok}")
+    if out is not None:
+        console.print(f"evaluation: {Path(out) / 'evaluation.json'}\nreport: {render_report(out)}")
 
 
 @app.command()
-def report(run_dir: Annotated[str, typer.Argument(help="A run directory.")]) -> None:
-    """Render RUN_DIR/report.html: recipe, data, curves, confusion matrix, per class, samples with attention."""
+def report(run_dir: Annotated[str, typer.Argument(help="A run or `attnfer evaluate --out` directory.")]) -> None:
+    """Render DIR/report.html from the files in DIR (a training run or an evaluation).
+
+    Results, batch invariance, confusion matrices, per class, training curves, samples with attention, data and
+    recipe: the sections whose files are there."""
     from .engine.report import render_report
 
     try:
         console.print(f"report: {render_report(run_dir)}")
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
 
 
-@app.command()
+@app.command(cls=_LiveHelp)
 def quickstart(
     output_dir: Annotated[str, typer.Option(help="Where the run goes.")] = "runs",
 ) -> None:
-    """The main job on the built-in default: SynthFER (cached), PAtt-Lite from scratch, evaluation, report."""
-    import time
-    from importlib.resources import files
+    """The main job on the built-in default: train, evaluate and report the quickstart recipe.
 
-    from .engine import load_config
-    from .engine import train as train_run
+    The packaged configs/quickstart.yaml: SynthFER (generated and cached on first use) and the recipe's model,
+    {quickstart_model}, from scratch."""
+    from .engine import quickstart as run_quickstart
 
-    t = time.perf_counter()
-    recipe = files("attnfer") / "configs" / "quickstart.yaml"
-    cfg = load_config(str(recipe), {"output_dir": output_dir})
-    run = train_run(cfg)
-    ev = json.loads((run / "evaluation.json").read_text())["checkpoints"]["best"]
-    console.print(f"quickstart finished in {(time.perf_counter() - t) / 60:.1f} min")
-    for split in ("test", "occlusion", "pose_30", "pose_45"):
-        if split in ev:
-            console.print(
-                f"  {split:<10} accuracy {ev[split]['accuracy']:.4f}  balanced {ev[split]['balanced_accuracy']:.4f}"
-            )
-    console.print(f"report: {run / 'report.html'}")
+    run, summary = run_quickstart(output_dir)
+    console.print(f"quickstart ({summary['model']} on {summary['dataset']}) finished in {summary['minutes']:.1f} min")
+    for split, m in summary["splits"].items():
+        console.print(f"  {split:<10} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}")
+    console.print(f"run: {run}\nreport: {summary['report']}")
 
 
 @app.command()

@@ -1,7 +1,23 @@
-"""Evaluation: metrics a reviewer would trust, the batch-invariance check, confusion-matrix plots."""
+"""Evaluation: metrics a reviewer would trust, the batch-invariance check, and the files a report shows.
+
+:func:`evaluate_checkpoints` is the one evaluation of attnfer, used after training and by ``attnfer evaluate``.
+It writes into an output (run) directory everything :func:`attnfer.engine.report.render_report` shows::
+
+    evaluation.json                  metrics per checkpoint and split (per-class table, confusion matrices),
+                                     batch invariance, batch-dependence warnings
+    confusion_<which>_<split>.png    normalised confusion matrix of each checkpoint and split
+    samples.json, samples/<k>.png    seeded test faces at the model's input size with its first attention overlay
+    data.json, environment.json      the data's counts and provenance, versions and device (when not there yet)
+"""
 
 from __future__ import annotations
 
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +25,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..files import write_json  # noqa: F401  (the engine writes its JSON through this module)
+from ..files import atomic_write, write_json
 
-__all__ = ["batch_invariance", "classification_metrics", "plot_confusion", "predict_loader"]
+__all__ = [
+    "batch_invariance",
+    "classification_metrics",
+    "environment",
+    "evaluate_checkpoints",
+    "plot_confusion",
+    "predict_loader",
+    "write_samples",
+]
+
+MAIN_SPLITS = ("train", "validation", "test")
+
 
 @torch.no_grad()
 def predict_loader(model: torch.nn.Module, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +93,8 @@ def batch_invariance(
 ) -> dict[str, Any]:
     """Accuracy at batch size 1 vs ``large_batch`` on the same samples (shuffled, fixed seed).
 
-    A model whose predictions depend on the batch (PAtt-Lite's original attention) fails: its accuracy and
-    predictions differ. Passing requires identical predicted labels.
+    A model whose predictions depend on the batch (``cfg.batch_dependent``) fails: its accuracy and predictions
+    differ. Passing requires identical predicted labels.
     """
     n = min(max_samples, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist()
@@ -77,6 +104,7 @@ def batch_invariance(
     changed = int((p1.argmax(1) != pb.argmax(1)).sum())
     return {
         "samples": n,
+        "large_batch": large_batch,
         "accuracy_batch_1": float((p1.argmax(1) == y).mean()),
         f"accuracy_batch_{large_batch}": float((pb.argmax(1) == y).mean()),
         "changed_predictions": changed,
@@ -86,6 +114,7 @@ def batch_invariance(
 
 
 def plot_confusion(cm_norm: list[list[float]], class_names: list[str], path: Path, title: str) -> Path:
+    """The normalised confusion matrix as a PNG at ``path`` (written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +141,316 @@ def plot_confusion(cm_norm: list[list[float]], class_names: list[str], path: Pat
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    finally:
+        plt.close(fig)
     return path
+
+
+def environment() -> dict[str, Any]:
+    """Versions, git commit, device and command line: what a run or an evaluation ran with."""
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    import lightning
+    import timm
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "attnfer": __version__,
+        "git_commit": commit,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "cuda": torch.cuda.is_available(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "command": sys.argv,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# sample predictions with attention
+# ------------------------------------------------------------------------------------------------
+def _overlay(face: np.ndarray, heat: np.ndarray | None, alpha: float = 0.4) -> np.ndarray:
+    """uint8 face (h, w, 3) with a (H, W) heat map in [0, 1] drawn over it (jet colours), uint8."""
+    if heat is None:
+        return face
+    import cv2
+    import matplotlib
+
+    heat = np.clip(np.asarray(heat, np.float32), 0.0, 1.0)
+    if heat.shape != face.shape[:2]:
+        heat = cv2.resize(heat, (face.shape[1], face.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colour = matplotlib.colormaps["jet"](heat)[..., :3]
+    out = (1.0 - alpha) * face.astype(np.float32) / 255.0 + alpha * colour
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def write_samples(
+    model: torch.nn.Module,
+    dataset: Any,
+    out_dir: str | Path,
+    n: int = 12,
+    seed: int = 0,
+    note: str | None = None,
+    checkpoint: str | None = None,
+) -> dict[str, Any] | None:
+    """``n`` seeded samples of ``dataset`` (a plain :class:`~attnfer.data.FERDataset`: uint8 faces, labels) as
+    ``samples/<k>.png`` (the face at the model's input size with the model's first overlay attention map) and
+    ``samples.json`` (file, true and predicted label, probability, attention title). Each face is classified
+    alone (batch of 1) from the model's own preprocessing. Returns the samples.json content (None when n <= 0)."""
+    from PIL import Image
+
+    from ..preprocess import resize_face
+    from ..preprocess.torch_ops import build_transform
+
+    out_dir = Path(out_dir)
+    folder = out_dir / "samples"
+    if n <= 0 or len(dataset) == 0:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):  # a previous evaluation's samples
+        old.unlink()
+    model.eval()
+    device = next(model.parameters()).device
+    tf = build_transform(model.cfg)
+    names = list(dataset.class_names)
+    idx = np.random.default_rng(seed).choice(len(dataset), size=min(n, len(dataset)), replace=False)
+    rows = []
+    for k, i in enumerate(int(j) for j in idx):
+        image = dataset.load_image(i)
+        x = tf(image)[None].to(device)
+        p = model(x).float().softmax(1)[0].cpu()
+        overlays = [m for m in model.attention_maps(x) if m.overlay]
+        face = resize_face(np.ascontiguousarray(image), model.cfg.preprocess)
+        shown = _overlay(face, overlays[0].data if overlays else None)
+        name = f"samples/{k}.png"
+        atomic_write(out_dir / name, lambda path, a=shown: Image.fromarray(a).save(path, format="PNG"))
+        pred, true = int(p.argmax()), int(dataset.targets[i])
+        rows.append(
+            {
+                "file": name,
+                "index": i,
+                "id": str(dataset.ids[i]) if getattr(dataset, "ids", None) is not None else str(i),
+                "true": names[true],
+                "predicted": names[pred],
+                "probability": round(float(p[pred]), 4),
+                "correct": pred == true,
+                "attention": overlays[0].title if overlays else None,
+            }
+        )
+    info = {
+        "checkpoint": checkpoint,
+        "split": getattr(dataset, "split", None),
+        "seed": seed,
+        "input_size": list(model.cfg.input_size),
+        "note": note,
+        "samples": rows,
+    }
+    write_json(out_dir / "samples.json", info)
+    return info
+
+
+# ------------------------------------------------------------------------------------------------
+# the evaluation
+# ------------------------------------------------------------------------------------------------
+def _autocast(precision: str | None, device: str) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision string (None: float32)."""
+    p = str(precision or "32-true")
+    if p.startswith("bf16"):
+        return torch.bfloat16
+    if p.startswith("16") and device.startswith("cuda"):
+        return torch.float16
+    return None
+
+
+def _checkpoint_list(checkpoints: Any) -> list[tuple[str, Any]]:
+    if isinstance(checkpoints, Mapping):
+        return list(checkpoints.items())
+    if isinstance(checkpoints, str | Path):
+        return [(Path(checkpoints).name or "model", checkpoints)]
+    return [(getattr(checkpoints, "model_name", "") or "model", checkpoints)]
+
+
+def _same_checkpoint(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two saved models selected at the same (phase, epoch) of a run are the same weights."""
+    if not a or not b or a.get("epoch") is None or b.get("epoch") is None:
+        return False
+    return (a.get("phase"), a.get("epoch")) == (b.get("phase"), b.get("epoch"))
+
+
+def evaluate_checkpoints(
+    checkpoints: Any,
+    data: Any,
+    out_dir: str | Path | None = None,
+    *,
+    splits: Sequence[str] | None = None,
+    precision: str | None = None,
+    check_batch_invariance: bool = True,
+    invariance_samples: int = 256,
+    samples: int = 12,
+    selection: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate models on a dataset's splits and write what a report shows into ``out_dir``.
+
+    Args:
+        checkpoints: a saved model directory or a model, or a mapping name -> either (e.g. ``{"best": run/"best",
+            "last": run/"last"}``); a saved directory's ``metrics.json`` is recorded as ``selected_at``, and one
+            selected at the same (phase, epoch) as an earlier checkpoint is recorded as ``same_as`` it.
+        data: a :class:`~attnfer.engine.data.FERDataModule` (used as it is), a
+            :class:`~attnfer.data.DatasetSplits` (default loader settings), a recipe
+            (:class:`~attnfer.engine.config.TrainConfig`, whose data is loaded), or the settings of a recipe's
+            ``data`` section (e.g. ``{"name": "rafdb", "root": "/data/RAF-DB/basic"}``, loaded likewise).
+        out_dir: where the files go (created); None computes only.
+        splits: splits to evaluate; default ``test`` and the dataset's extra evaluation subsets.
+        precision: the training precision (Lightning string): evaluation runs in it (bf16 autocast for ``bf16*``).
+            Batch invariance always runs in float32 (the check is about the model's arithmetic, not rounding).
+        check_batch_invariance: run :func:`batch_invariance` on the first split.
+        samples: number of seeded test faces written with their attention (0: none).
+        selection: how the checkpoints were selected (shown in the report).
+
+    Batch-dependent models (``model.cfg.batch_dependent``) are evaluated in shuffled fixed batches, never in
+    class-sorted ones, and carry a warning. With composited training data (``cfg.data.compositing``) the metrics are
+    on composited evaluation images as training validated on them, and the samples are the plain test faces: the
+    model's input contract (compositing is a choice of training data).
+
+    Returns the content of ``evaluation.json``; raises ``ValueError`` when a model's class names differ from the
+    data's, :class:`~attnfer.models.CheckpointError` for a bad saved directory.
+    """
+    from ..data import DatasetSplits
+    from ..models import load_model
+    from ..models.io import read_config
+    from .config import TrainConfig
+    from .data import FERDataModule, load_run_data
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory")
+    items = _checkpoint_list(checkpoints)
+    if not items:
+        raise ValueError("no checkpoint to evaluate")
+    for _, source in items:  # a bad checkpoint fails before any data is loaded
+        if isinstance(source, str | Path):
+            read_config(source)
+    cfg: Any = None
+    if isinstance(data, FERDataModule):
+        cfg, splits_data = data.cfg, data.data
+    elif isinstance(data, DatasetSplits):
+        cfg, splits_data = TrainConfig(), data
+    elif isinstance(data, TrainConfig | Mapping):
+        cfg = data if isinstance(data, TrainConfig) else TrainConfig(data=dict(data))
+        splits_data = load_run_data(cfg)
+    else:
+        raise TypeError(
+            f"data must be a FERDataModule, DatasetSplits, TrainConfig or data settings, got {type(data).__name__}"
+        )
+    class_names = list(splits_data.class_names)
+    if splits is None:
+        splits = ["test", *[s for s in splits_data.splits if s not in MAIN_SPLITS]]
+    splits = list(splits)
+    for split in splits:
+        splits_data[split]  # a KeyError naming the splits there are
+    dtype = _autocast(precision, device)
+
+    report: dict[str, Any] = {
+        "selection": selection or "",
+        "dataset": splits_data.name,
+        "class_names": class_names,
+        "splits": splits,
+        "precision": str(precision or "32-true"),
+        "device": device,
+        "model": None,
+        "checkpoints": {},
+    }
+    first_model = None
+    for which, source in items:
+        path = Path(source) if isinstance(source, str | Path) else None
+        selected_at = None
+        if path is not None and (path / "metrics.json").is_file():
+            selected_at = json.loads((path / "metrics.json").read_text())
+        earlier = next(
+            (name for name, e in report["checkpoints"].items() if _same_checkpoint(e.get("selected_at"), selected_at)),
+            None,
+        )
+        if earlier is not None:
+            report["checkpoints"][which] = {**report["checkpoints"][earlier], "same_as": earlier}
+            continue
+        model = load_model(path) if path is not None else source
+        if model.class_names and list(model.class_names) != class_names:
+            raise ValueError(f"the model predicts {list(model.class_names)} but {splits_data.name} has {class_names}")
+        if model.num_classes != len(class_names):
+            raise ValueError(f"the model has {model.num_classes} outputs but {splits_data.name} has {class_names}")
+        report["model"] = report["model"] or getattr(model, "model_name", "") or type(model).__name__
+        dm = data if isinstance(data, FERDataModule) else FERDataModule(cfg, splits_data, model.cfg)
+        batch_dependent = bool(model.cfg.batch_dependent)
+        entry: dict[str, Any] = {"batch_dependent": batch_dependent}
+        if path is not None:
+            entry["path"] = str(path)
+        if selected_at is not None:
+            entry["selected_at"] = selected_at
+        for split in splits:
+            # batch-dependent models: shuffled, fixed-size batches (never class-sorted ones)
+            loader = dm.eval_loader(split, shuffle_seed=0 if batch_dependent else None)
+            precision_ctx = torch.autocast(device.split(":")[0], dtype=dtype) if dtype is not None else nullcontext()
+            with precision_ctx:
+                probs, y = predict_loader(model, loader, device)
+            metrics = classification_metrics(y, probs.argmax(1), class_names)
+            entry[split] = metrics
+            if out is not None:
+                plot_confusion(
+                    metrics["confusion_normalized"],
+                    class_names,
+                    out / f"confusion_{which}_{split}.png",
+                    f"{report['model']} on {splits_data.name} {split} ({which})",
+                )
+        if check_batch_invariance:
+            entry["batch_invariance"] = batch_invariance(
+                model, dm.dataset(splits[0], train=False), max_samples=invariance_samples, device=device
+            )
+        if batch_dependent:
+            entry["warning"] = (
+                "the model's outputs depend on its batch-mates (cfg.batch_dependent); its numbers are not "
+                "comparable to per-sample models"
+            )
+        report["checkpoints"][which] = entry
+        if first_model is None:
+            first_model = (which, model)
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if samples > 0 and first_model is not None:
+            which, model = first_model
+            split = "test" if "test" in splits_data.splits else splits[0]
+            note = None
+            if cfg is not None and cfg.data.compositing:
+                note = "plain test faces (the model's input contract); the metrics are on composited evaluation images"
+            write_samples(model, splits_data[split], out, n=samples, seed=0, note=note, checkpoint=which)
+            report["samples"] = "samples.json"
+        else:  # no samples this time: none of an earlier evaluation's either
+            (out / "samples.json").unlink(missing_ok=True)
+            for old in (out / "samples").glob("*.png"):
+                old.unlink()
+        write_json(out / "evaluation.json", report)
+        if not (out / "data.json").is_file():
+            write_json(out / "data.json", splits_data.summary())
+        if not (out / "environment.json").is_file():
+            write_json(out / "environment.json", environment())
+    return report

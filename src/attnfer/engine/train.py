@@ -7,16 +7,16 @@ Run directory layout::
     best/ last/          safetensors + config + metrics (best = highest validation accuracy over all phases)
     lightning/phaseK/    Lightning checkpoints for exact resume (optimizer, scheduler, epoch, RNG)
     logs/phaseK/metrics.csv, tb/      CSV and TensorBoard logs
-    evaluation.json, confusion_*.png, report.html
+    curves.json, curves.png           training curves of all phases (from the CSV logs)
+    evaluation.json, confusion_<which>_<split>.png, samples.json, samples/   (attnfer.engine.evaluate)
+    report.html                       a view of the files above (attnfer.engine.report)
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-import platform
-import subprocess
-import sys
 import time
 import warnings
 from datetime import datetime
@@ -29,46 +29,18 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from .. import __version__
 from ..data.sampling import class_weights
-from ..models import create_model, load_model
+from ..files import atomic_write, write_json
+from ..models import create_model
 from .callbacks import SafetensorsCheckpoint, StopAfterEpochs
 from .config import TrainConfig, load_config, to_dict
 from .data import FERDataModule, load_run_data
-from .evaluate import batch_invariance, classification_metrics, plot_confusion, predict_loader, write_json
+from .evaluate import environment, evaluate_checkpoints
 from .module import FERModule
 
-__all__ = ["evaluate_run", "resume", "train"]
+__all__ = ["evaluate_run_dir", "plot_curves", "quickstart", "resume", "train", "training_curves", "write_curves"]
 
-
-def _environment() -> dict[str, Any]:
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    import lightning
-    import timm
-    import torchvision
-
-    return {
-        "attnfer": __version__,
-        "git_commit": commit,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "lightning": lightning.__version__,
-        "cuda": torch.cuda.is_available(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(),
-        "command": sys.argv,
-    }
+SELECTION = "best = highest validation accuracy over all phases; test never used for selection"
 
 
 def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epochs: int) -> L.Trainer:
@@ -118,8 +90,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if _resume and state_path.is_file() else {"completed_phases": []}
     if not _resume:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        write_json(run_dir / "environment.json", _environment())
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_json(run_dir / "environment.json", environment())
 
     write_json(run_dir / "data.json", data.summary())
     with warnings.catch_warnings():
@@ -186,10 +158,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
         if trainer.is_global_zero:
             from safetensors.torch import save_file
 
-            save_file(
-                {k2: v.detach().contiguous().cpu() for k2, v in model.state_dict().items()},
-                str(run_dir / f"phase{k}_end.safetensors"),
-            )
+            state_dict = {k2: v.detach().contiguous().cpu() for k2, v in model.state_dict().items()}
+            atomic_write(run_dir / f"phase{k}_end.safetensors", lambda p, sd=state_dict: save_file(sd, str(p)))
             (run_dir / "phase_best.safetensors").unlink(missing_ok=True)
             state["completed_phases"].append(k)
             state.setdefault("phase_seconds", {})[str(k)] = round(time.perf_counter() - t0, 1)
@@ -199,10 +169,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
         torch.distributed.get_rank() == 0
     ):
-        evaluate_run(run_dir, cfg, dm)
-        from .report import render_report
-
-        render_report(run_dir)
+        evaluate_run_dir(run_dir, cfg, dm)
     return run_dir
 
 
@@ -213,51 +180,127 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
     return train(cfg, run_dir, _resume=True)
 
 
-def evaluate_run(run_dir: Path, cfg: TrainConfig, dm: FERDataModule) -> dict[str, Any]:
-    """Evaluate the validation-selected (``best``) and the ``last`` model on test and the extra subsets."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    splits = ["test", *[s for s in dm.data.splits if s not in ("train", "validation", "test")]]
-    report: dict[str, Any] = {
-        "selection": "best = highest validation accuracy; test never used for selection",
-        "class_names": dm.data.class_names,
-        "checkpoints": {},
+def evaluate_run_dir(run_dir: Path, cfg: TrainConfig, dm: FERDataModule) -> dict[str, Any]:
+    """After the last phase: the validation-selected (``best``) and the ``last`` model on test and the extra
+    subsets, in the training precision; the training curves; the report."""
+    from .report import render_report
+
+    checkpoints = {w: run_dir / w for w in ("best", "last") if (run_dir / w / "model.safetensors").is_file()}
+    result = evaluate_checkpoints(
+        checkpoints,
+        dm,
+        run_dir,
+        precision=cfg.trainer.precision,
+        check_batch_invariance=cfg.evaluate_batch_invariance,
+        samples=cfg.report_samples,
+        selection=SELECTION,
+    )
+    write_curves(run_dir, [p.name for p in cfg.phases])
+    render_report(run_dir)
+    return result
+
+
+def quickstart(output_dir: str | Path = "runs", overrides: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The main job on the built-in default: the packaged ``quickstart.yaml`` recipe (SynthFER, generated and cached
+    on first use), training, evaluation and report. Returns the run directory and a summary: the recipe's model and
+    dataset, the minutes it took, and accuracy / balanced accuracy of the best checkpoint per evaluated split."""
+    from importlib.resources import as_file, files
+
+    t = time.perf_counter()
+    with as_file(files("attnfer") / "configs" / "quickstart.yaml") as recipe:
+        cfg = load_config(recipe, {"output_dir": str(output_dir), **(overrides or {})})
+    run = train(cfg)
+    best = json.loads((run / "evaluation.json").read_text())["checkpoints"]["best"]
+    summary = {
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "minutes": round((time.perf_counter() - t) / 60, 2),
+        "splits": {
+            split: {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"]}
+            for split, m in best.items()
+            if isinstance(m, dict) and "accuracy" in m
+        },
+        "report": str(run / "report.html"),
     }
-    autocast = cfg.trainer.precision.startswith("bf16")  # evaluate in the precision the model was validated in
-    for which in ("best", "last"):
-        if not (run_dir / which / "model.safetensors").is_file():
-            continue
-        selected_at = json.loads((run_dir / which / "metrics.json").read_text())
-        best_info = report["checkpoints"].get("best", {}).get("selected_at", {})
-        if which == "last" and {k: selected_at.get(k) for k in ("phase", "epoch")} == {
-            k: best_info.get(k) for k in ("phase", "epoch")
-        }:
-            report["checkpoints"]["last"] = {**report["checkpoints"]["best"], "same_as": "best"}
-            continue
-        model = load_model(run_dir / which)
-        batch_dependent = model.cfg.batch_dependent
-        entry: dict[str, Any] = {"batch_dependent": batch_dependent, "selected_at": selected_at}
-        for split in splits:
-            # batch-dependent models: shuffled, fixed-size batches (never class-sorted ones)
-            loader = dm.eval_loader(split, shuffle_seed=0 if batch_dependent else None)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-                probs, y = predict_loader(model, loader, device)
-            metrics = classification_metrics(y, probs.argmax(1), dm.data.class_names)
-            entry[split] = metrics
-            if which == "best" and split == "test":
-                plot_confusion(
-                    metrics["confusion_normalized"],
-                    dm.data.class_names,
-                    run_dir / "confusion_best_test.png",
-                    f"{cfg.model.name} on {dm.data.name} test (best on validation)",
-                )
-        if cfg.evaluate_batch_invariance:  # float32: the check is about the model's arithmetic, not rounding
-            entry["batch_invariance"] = batch_invariance(
-                model, dm.dataset("test", train=False), max_samples=256, device=device
-            )
-        if batch_dependent:
-            entry["warning"] = (
-                "attention='batch': predictions depend on batch-mates; numbers are not comparable to per-sample models"
-            )
-        report["checkpoints"][which] = entry
-    write_json(run_dir / "evaluation.json", report)
-    return report
+    return run, summary
+
+
+# ------------------------------------------------------------------------------------------------
+# training curves
+# ------------------------------------------------------------------------------------------------
+CURVE_KEYS = {"train/loss_epoch": "train/loss", "val/loss": "val/loss", "train/acc": "train/acc", "val/acc": "val/acc"}
+
+
+def training_curves(run_dir: str | Path, phase_names: list[str] | None = None) -> dict[str, Any] | None:
+    """Per-epoch training and validation loss and accuracy of all phases from the Lightning CSV logs, on one epoch
+    axis (a phase's epochs follow the previous phase's); a resumed phase's later parts are read after its first.
+    None when there are no logs."""
+    logs = Path(run_dir) / "logs"
+    series: dict[str, dict[int, float]] = {}
+    phases = []
+    offset = 0
+    for phase in sorted(
+        {p.parent.name.split("-")[0] for p in logs.glob("phase*/metrics.csv")}, key=lambda n: int(n[5:])
+    ):
+        last_epoch = -1
+        # the first part of a phase, then the parts logged after each resume (epochs are absolute in a phase)
+        for log in sorted(logs.glob(f"{phase}*/metrics.csv"), key=lambda p: (len(p.parent.name), p)):
+            if log.parent.name != phase and not log.parent.name.startswith(f"{phase}-"):
+                continue
+            with log.open() as f:
+                for row in csv.DictReader(f):
+                    if not row.get("epoch"):
+                        continue
+                    last_epoch = max(last_epoch, int(row["epoch"]))
+                    for key, name in CURVE_KEYS.items():
+                        if row.get(key):
+                            series.setdefault(name, {})[int(row["epoch"]) + offset] = float(row[key])
+        k = int(phase[5:])
+        name = phase_names[k] if phase_names and k < len(phase_names) else phase
+        phases.append({"phase": k, "name": name, "first_epoch": offset, "epochs": last_epoch + 1})
+        offset += last_epoch + 1
+    if not series:
+        return None
+    return {
+        "x": "epoch (all phases)",
+        "phases": phases,
+        "series": {name: [[e, v] for e, v in sorted(pts.items())] for name, pts in series.items()},
+    }
+
+
+def plot_curves(curves: dict[str, Any], path: str | Path) -> Path:
+    """Loss and accuracy panels of :func:`training_curves` as a PNG (written atomically), phase starts dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
+    for key, ax in (("loss", axes[0]), ("acc", axes[1])):
+        for name, pts in curves["series"].items():
+            if name.split("/")[1].startswith(key) and pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o", ms=3, label=name)
+        for phase in curves["phases"][1:]:
+            ax.axvline(phase["first_epoch"] - 0.5, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(curves["x"])
+        ax.set_title(key)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def write_curves(run_dir: str | Path, phase_names: list[str] | None = None) -> dict[str, Any] | None:
+    """``curves.json`` and ``curves.png`` of :func:`training_curves` in the run directory (nothing without logs)."""
+    run_dir = Path(run_dir)
+    curves = training_curves(run_dir, phase_names)
+    if curves is None:
+        return None
+    write_json(run_dir / "curves.json", curves)
+    plot_curves(curves, run_dir / "curves.png")
+    return curves
