@@ -106,17 +106,19 @@ def test_every_recipe_trains_briefly_with_decreasing_loss(recipe, tmp_path, tiny
     over = tiny(tmp_path)
     if cfg.model.name == "patt_lite" and cfg.model.kwargs.get("freeze_backbone", True):
         over["model.pretrained"] = str(calibrated_mobilenetv1)
+    # composited training data is redrawn every epoch, so two tiny epochs differ by data noise: give it three
+    epochs = 3 if cfg.data.compositing else 2
     for k in range(len(cfg.phases)):
-        over[f"phases.{k}.epochs"] = 2 if k == 0 else 1
+        over[f"phases.{k}.epochs"] = epochs if k == 0 else 1
         over[f"phases.{k}.max_minutes"] = None
-    if cfg.model.name == "feratt":
+    if cfg.data.compositing:
         over.update({"data.batch_size": 6, "data.options": {}})  # CPU memory; SynthFER masks feed the compositing
     if cfg.data.name == "ckplus" and cfg.model.name != "feratt":
         over["data.options"] = {}
     cfg = load_config(CONFIGS / recipe, over)
     run = train(cfg)
     losses = epoch_losses(run)
-    assert len(losses) == 2 and losses[1] < losses[0], losses
+    assert len(losses) == epochs and losses[-1] < losses[0], losses
     ev = json.loads((run / "evaluation.json").read_text())
     assert {"best", "last"} <= set(ev["checkpoints"])
     assert (run / "best" / "model.safetensors").is_file() and (run / "report.html").is_file()

@@ -358,36 +358,24 @@ def explain(
     out: Annotated[str, typer.Option(help="Folder for the PNGs.")] = "explanations",
     detector: Annotated[str, typer.Option(help="auto, ssd, haar or none (inputs are face crops).")] = "auto",
 ) -> None:
-    """PNG overlays of what the model looked at, per face: the architecture's own attention (FERAtt map and attention
-    image, SA-FER CBAM spatial maps, PAtt-Lite patch-token attention) and Grad-CAM of the predicted class."""
-    from .images import ImageReadError, read_rgb
-    from .inference import Recognizer, crop_face
-    from .inference.explain import explain_face, render_panels
+    """PNG overlays of what the model looked at, per face: the model's own attention maps (attention maps and
+    images, spatial attention of its blocks, attention among patch tokens, whatever the architecture has) and
+    Grad-CAM of the predicted class."""
+    from .inference import Recognizer
+    from .inference.explain import explain_files
 
     try:
         rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime="torch")
     except Exception as e:
         _fail(f"{checkpoint}: {e}")
-    model, pre = rec.runtime.model, rec.pre
-    errors = 0
-    for item in images:
-        try:
-            image = read_rgb(item)
-        except ImageReadError as e:
-            err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
-            errors += 1
-            continue
-        faces = rec.detector.detect(image)
-        if not faces:
-            err_console.print(f"{item}: no face found ({rec.detector.name} detector)")
-        for k, face in enumerate(faces):
-            crop = crop_face(image, face, rec.margin)
-            panels, probs = explain_face(model, rec.preprocess([crop])[0], rec.class_names, pre["mean"], pre["std"])
-            target = Path(out) / f"{Path(item).stem}_face{k + 1}.png"
-            title = f"{Path(item).name} face {k + 1} {list(face.box)}: {rec.class_names[int(probs.argmax())]}"
-            render_panels(crop, panels, probs, rec.class_names, target, title)
-            console.print(f"{target}  ({', '.join(p.title for p in panels)})")
-    if errors:
+    summary = explain_files(rec, images, out)
+    for target, titles in summary.written:
+        console.print(f"{target}  ({', '.join(titles)})")
+    for line in summary.no_face:
+        err_console.print(line, soft_wrap=True, highlight=False)
+    for e in summary.errors:
+        err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+    if summary.errors:
         raise typer.Exit(1)
 
 
@@ -524,7 +512,10 @@ def data_compile(
     dataset: Annotated[str, typer.Argument(help="Dataset format name (rafdb, fer2013, ferplus, ...).")],
     root: Annotated[str, typer.Argument(help="Dataset root.")],
     out: Annotated[str, typer.Argument(help="Output folder of the compiled store.")],
-    size: Annotated[int, typer.Option(help="Stored image side.")] = 112,
+    size: Annotated[int | None, typer.Option(help="Stored image side (default 112, or --model's input size).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Store faces at this registered model's input size.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Decoding threads.")] = 2,
     option: Annotated[list[str], typer.Option("--option", "-o", help="Loader option key=value.")] = [],  # noqa: B006
 ) -> None:
@@ -534,7 +525,15 @@ def data_compile(
     from .data import DatasetError, load_dataset
     from .data.compiled import compile_dataset
 
+    if model is not None and size is not None:
+        _fail("give --size or --model, not both")
     try:
+        if model is not None:
+            from .models import get_model_cfg
+
+            h, w = get_model_cfg(model).preprocess.size
+            size = max(h, w)
+        size = size or 112
         data = load_dataset(dataset, root, **_parse_options(option))
         t = time.perf_counter()
         with console.status("decoding..."):

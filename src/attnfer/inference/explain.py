@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,7 +22,10 @@ import torch.nn as nn
 from ..files import atomic_write
 from ..models import AttentionMap
 
-__all__ = ["Panel", "explain_face", "gradcam", "gradcam_layer", "render_panels"]
+if TYPE_CHECKING:
+    from .recognizer import Recognizer
+
+__all__ = ["ExplainSummary", "Panel", "explain_face", "explain_files", "gradcam", "gradcam_layer", "render_panels"]
 
 #: One picture of an explanation (a heat map drawn over the face, or an image shown as it is).
 Panel = AttentionMap
@@ -143,3 +148,41 @@ def render_panels(
     finally:
         plt.close(fig)
     return path
+
+
+@dataclass
+class ExplainSummary:
+    """What :func:`explain_files` did: the PNGs written (with their panel titles), inputs without a face, errors."""
+
+    written: list[tuple[Path, list[str]]] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def explain_files(rec: Recognizer, images: list[str | Path], out: str | Path) -> ExplainSummary:
+    """One PNG per detected face of every image (``<stem>_face<k>.png`` in ``out``), from a torch-runtime
+    :class:`~.recognizer.Recognizer`: the face, the model's own attention maps, Grad-CAM and the probabilities.
+    Unreadable images are listed in ``errors`` (the others are still explained)."""
+    from ..images import ImageReadError, read_rgb
+
+    model = getattr(rec.runtime, "model", None)
+    if model is None:
+        raise ValueError("explanations need the torch runtime (a saved model directory), not an ONNX file")
+    summary = ExplainSummary()
+    for item in images:
+        try:
+            image = read_rgb(item)
+        except ImageReadError as e:
+            summary.errors.append(str(e))
+            continue
+        faces = rec.detector.detect(image)
+        if not faces:
+            summary.no_face.append(f"{item}: no face found ({rec.detector.name} detector)")
+        for k, face in enumerate(faces):
+            crop = rec.crop(image, face)
+            panels, probs = explain_face(model, rec.preprocess([crop])[0], rec.class_names)
+            target = Path(out) / f"{Path(item).stem}_face{k + 1}.png"
+            title = f"{Path(item).name} face {k + 1} {list(face.box)}: {rec.class_names[int(probs.argmax())]}"
+            render_panels(crop, panels, probs, rec.class_names, target, title)
+            summary.written.append((target, [p.title for p in panels]))
+    return summary
