@@ -106,19 +106,20 @@ def test_every_recipe_trains_briefly_with_decreasing_loss(recipe, tmp_path, tiny
     over = tiny(tmp_path)
     if cfg.model.name == "patt_lite" and cfg.model.kwargs.get("freeze_backbone", True):
         over["model.pretrained"] = str(calibrated_mobilenetv1)
-    # composited training data is redrawn every epoch, so two tiny epochs differ by data noise: give it three
-    epochs = 3 if cfg.data.compositing else 2
     for k in range(len(cfg.phases)):
-        over[f"phases.{k}.epochs"] = epochs if k == 0 else 1
+        over[f"phases.{k}.epochs"] = 2 if k == 0 else 1
         over[f"phases.{k}.max_minutes"] = None
     if cfg.data.compositing:
         over.update({"data.batch_size": 6, "data.options": {}})  # CPU memory; SynthFER masks feed the compositing
+        # composites are redrawn every epoch: ten steps at the recipe's lr (1e-4) move the loss less than new
+        # composites do, so this brief run learns faster to show that the losses are wired to the data
+        over["phases.0.optim.lr"] = 1e-3
     if cfg.data.name == "ckplus" and cfg.model.name != "feratt":
         over["data.options"] = {}
     cfg = load_config(CONFIGS / recipe, over)
     run = train(cfg)
     losses = epoch_losses(run)
-    assert len(losses) == epochs and losses[-1] < losses[0], losses
+    assert len(losses) == 2 and losses[1] < losses[0], losses
     ev = json.loads((run / "evaluation.json").read_text())
     assert {"best", "last"} <= set(ev["checkpoints"])
     assert (run / "best" / "model.safetensors").is_file() and (run / "report.html").is_file()
@@ -208,8 +209,10 @@ def test_batch_invariance_check_flags_batch_attention():
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_trains_and_checkpoints(tmp_path, tiny_cache):
+    """A real 2-process gloo run with 17 training samples and batch 8: the shards are unequal unless padded (9 and 8
+    samples: 2 and 1 steps), which hangs or fails DDP's gradient all-reduce; padded, every rank runs 2 steps."""
     run = tmp_path / "ddp"
-    over = tiny(tmp_path, n=70)
+    over = tiny(tmp_path, n=24, **{"evaluate_batch_invariance": False, "report_samples": 0})  # 17 train samples
     args = [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in over.items() if v is not None]
     cmd = [
         sys.executable,
@@ -231,8 +234,12 @@ def test_two_process_cpu_ddp_trains_and_checkpoints(tmp_path, tiny_cache):
     env = {**os.environ, "ATTNFER_CACHE": str(tiny_cache)}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert json.loads((run / "data.json").read_text())["counts"]["train"]["total"] == 17
     assert (run / "best" / "model.safetensors").is_file() and (run / "evaluation.json").is_file()
     assert "world_size=2" in out.stderr or "distributed_backend=gloo" in out.stderr + out.stdout
+    with (run / "logs" / "phase0" / "metrics.csv").open() as f:
+        steps = {r["step"] for r in csv.DictReader(f) if r.get("train/loss_step")}
+    assert len(steps) == 2  # ceil(ceil(17 / 2) / 8) steps on rank 0, the same as on rank 1 (or DDP would hang)
 
 
 # ------------------------------------------------------------------------------------------------

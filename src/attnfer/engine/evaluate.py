@@ -414,7 +414,7 @@ def evaluate_checkpoints(
                 probs, y = predict_loader(model, loader, device)
             metrics = classification_metrics(y, probs.argmax(1), class_names)
             entry[split] = metrics
-            if out is not None:
+            if out is not None and which == items[0][0] and split == splits[0]:  # the report's picture
                 plot_confusion(
                     metrics["confusion_normalized"],
                     class_names,
