@@ -58,7 +58,7 @@ def main() -> None:
                     return model(torch.from_numpy(x))
 
             for batch in (1, 32):
-                x = np.random.default_rng(0).standard_normal((batch, *model.card.input_size)).astype(np.float32)
+                x = np.random.default_rng(0).standard_normal((batch, *model.cfg.input_size)).astype(np.float32)
                 repeats = 20 if batch == 1 else 3
                 row = {"model": name, "batch": batch}
                 row["torch_ms"] = round(ms_per_face(eager, x, repeats), 3)

@@ -147,7 +147,7 @@ class FERDataModule(L.LightningDataModule):
         self.augment = to_augment(augment or self.cfg.augment)
 
     def dataset(self, split: str, train: bool):
-        """Split ``split`` with the card's preprocessing (and the augmentation when ``train``)."""
+        """Split ``split`` with the model's preprocessing (and the augmentation when ``train``)."""
         ds = self.data[split]
         if self.cfg.data.compositing:
             from ..data.compositing import CompositingDataset

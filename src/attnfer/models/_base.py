@@ -1,4 +1,4 @@
-"""The interface every attnfer model shares: card, classifier handling, counting, saving."""
+"""The interface every attnfer model shares: logits, training loss, phase settings, attention maps, config."""
 
 from __future__ import annotations
 

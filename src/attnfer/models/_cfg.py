@@ -49,14 +49,14 @@ class ModelCfg:
     """Input/output contract and description of a model.
 
     Attributes:
-        paper: reference shown on the card.
+        paper: the paper or origin of the model.
         preprocess: the input contract (size, resize, normalisation, grey, crop margin).
         class_names: default output names (used when a model is built without names and the count matches).
         pretrained: the ImageNet backbone source, or None when none is published.
         explain_layer: module whose output Grad-CAM explains (``model.get_submodule`` path).
         batch_dependent: outputs depend on the other samples of the batch (classify one face per forward pass).
         deviations: deliberate deviations from the original implementation.
-        extra: family-specific facts shown on the card (e.g. an attention mode or a layout).
+        extra: family-specific facts (e.g. an attention mode or a layout).
     """
 
     paper: str = ""

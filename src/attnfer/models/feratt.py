@@ -27,7 +27,7 @@ Layouts:
 
 Deviations: the ResNet34 encoder's unused 1000-class fc (513,000 parameters, counted in the released
 totals) is dropped; the representation dim defaults to the paper's 64 (the HEAD scripts use 32, the
-paper-era class used 1000); the card's mean/std are ImageNet's, for the ImageNet encoder (the originals'
+paper-era class used 1000); the config's mean/std are ImageNet's, for the ImageNet encoder (the originals'
 normalisation lived in an external package). The mix-up in the representation loss mixes one-hot targets
 (the original mixed integer labels numerically, which yields targets that match no class).
 """
@@ -390,7 +390,7 @@ class FERAttLoss(nn.Module):
             "ResNet34 encoder without its unused 1000-class fc (513,000 params fewer than the released totals)",
             "representation dim 64 (paper) by default; HEAD scripts used 32",
             "representation loss mixes one-hot targets in its mix-up (the original mixed integer labels)",
-            "ImageNet mean/std on the card (the original's normalisation lived in an external package)",
+            "ImageNet mean/std in the config (the original's normalisation lived in an external package)",
         ),
         extra={"layout": "paper", "representation_dim": 64},
     ),

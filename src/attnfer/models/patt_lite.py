@@ -20,7 +20,7 @@ Deviations from the original, all deliberate:
   ReLU and BatchNorm per token, attend among the 4 tokens, and average them (in place of the global
   average pool). Same layers, same parameter count (1,093,000 for 7 classes).
 * ``attention="batch"`` reproduces the original exactly (softmax(scale * X X^T) X over the batch) for
-  reproducing published numbers only; it warns at construction and its card is flagged
+  reproducing published numbers only; it warns at construction and its config is flagged
   ``batch_dependent``.
 * Backbone from timm's ``mobilenetv1_100`` (BN eps 1e-5, symmetric padding) instead of Keras'
   MobileNet (eps 1e-3, bottom/right padding); its ImageNet weights also expect [-1, 1] inputs.

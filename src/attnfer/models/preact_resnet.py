@@ -54,7 +54,7 @@ class PreActResNet18(FERModel):
             Gaussian representation loss) precedes the classifier; ``forward_head(pre_logits=True)``
             then returns z.
         in_chans: input channels.
-        input_size: nominal input size on the card.
+        input_size: nominal input size in the config.
     """
 
     classifier_attr = "head"

@@ -12,7 +12,7 @@ LayerNorm (post-norm), global average pooling over the tokens, Linear. 3,273,363
 Deviations / interpretation:
 
 * ``imagenet_norm=False`` (default) keeps the notebook's un-normalised [0, 1] input; ``True`` switches the
-  card to ImageNet mean/std, which suits ImageNet-initialised backbones.
+  config to ImageNet mean/std, which suits ImageNet-initialised backbones.
 * Parameter names of the trunk follow torchvision/timm ``resnet18`` (``backbone.`` prefix), so its
   ImageNet weights load directly; CBAM starts from scratch.
 """
@@ -99,7 +99,7 @@ class SAFER(FERModel):
     Args:
         num_classes: number of expression classes.
         num_heads: attention heads over the patch tokens (1 in the original).
-        imagenet_norm: describe inputs as ImageNet-normalised on the card (default: raw [0, 1]).
+        imagenet_norm: describe inputs as ImageNet-normalised in the config (default: raw [0, 1]).
         in_chans: input channels.
     """
 
