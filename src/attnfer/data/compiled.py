@@ -30,13 +30,9 @@ def is_compiled(root: str | Path) -> bool:
     return (Path(root) / META).is_file()
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """The stored face: stretched to size x size as the preprocessing would (colour kept; grey is per model)."""
-    return resize_face(img, PreprocessConfig(input_size=(3, size, size)), grayscale=False)
-
-
 def compile_dataset(data: DatasetSplits, out: str | Path, size: int = 112, workers: int = 2) -> Path:
     out = Path(out)
+    stored = PreprocessConfig(input_size=(3, size, size))  # faces stretched to size x size, as the preprocessing does
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -55,7 +51,7 @@ def compile_dataset(data: DatasetSplits, out: str | Path, size: int = 112, worke
         )
 
         def work(i: int, ds: FERDataset = ds, arr: np.ndarray = arr) -> None:
-            arr[i] = _resize(ds.load_image(i), size)
+            arr[i] = resize_face(ds.load_image(i), stored, grayscale=False)  # colour kept: grey is per model
 
         with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL and cv2 release the GIL while decoding
             list(pool.map(work, range(len(ds))))

@@ -201,6 +201,12 @@ def _overlay(face: np.ndarray, heat: np.ndarray | None, alpha: float = 0.4) -> n
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def _clear_samples(out_dir: Path) -> None:
+    (out_dir / "samples.json").unlink(missing_ok=True)
+    for old in (out_dir / "samples").glob("*.png"):
+        old.unlink()
+
+
 @torch.no_grad()
 def write_samples(
     model: torch.nn.Module,
@@ -221,12 +227,10 @@ def write_samples(
     from ..preprocess.torch_ops import build_transform
 
     out_dir = Path(out_dir)
-    folder = out_dir / "samples"
+    _clear_samples(out_dir)  # a previous evaluation's
     if n <= 0 or len(dataset) == 0:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):  # a previous evaluation's samples
-        old.unlink()
+    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
     model.eval()
     device = next(model.parameters()).device
     tf = build_transform(model.cfg)
@@ -380,7 +384,7 @@ def evaluate_checkpoints(
         "model": None,
         "checkpoints": {},
     }
-    first_model = None
+    primary = None  # the first checkpoint's model: its samples are written
     for which, source in items:
         path = Path(source) if isinstance(source, str | Path) else None
         selected_at = None
@@ -431,23 +435,20 @@ def evaluate_checkpoints(
                 "comparable to per-sample models"
             )
         report["checkpoints"][which] = entry
-        if first_model is None:
-            first_model = (which, model)
+        if which == items[0][0]:
+            primary = model
 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        if samples > 0 and first_model is not None:
-            which, model = first_model
+        if samples > 0 and primary is not None:
             split = "test" if "test" in splits_data.splits else splits[0]
             note = None
             if cfg is not None and cfg.data.compositing:
                 note = "plain test faces (the model's input contract); the metrics are on composited evaluation images"
-            write_samples(model, splits_data[split], out, n=samples, seed=0, note=note, checkpoint=which)
+            write_samples(primary, splits_data[split], out, n=samples, seed=0, note=note, checkpoint=items[0][0])
             report["samples"] = "samples.json"
         else:  # no samples this time: none of an earlier evaluation's either
-            (out / "samples.json").unlink(missing_ok=True)
-            for old in (out / "samples").glob("*.png"):
-                old.unlink()
+            _clear_samples(out)
         write_json(out / "evaluation.json", report)
         if not (out / "data.json").is_file():
             write_json(out / "data.json", splits_data.summary())
