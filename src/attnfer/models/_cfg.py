@@ -25,7 +25,11 @@ class PretrainedSource:
 
     Attributes:
         timm: a timm model name whose ImageNet weights timm downloads (Hugging Face hub, verified by the hub).
-        url: a torchvision URL whose file name carries the sha256 prefix (checked by ``torch.hub``).
+        url: a torchvision URL whose file name carries the sha256 prefix (checked by ``torch.hub``), or the URL of
+            a Keras HDF5 weight file (``.h5``: downloaded into attnfer's cache and read with h5py).
+        sha256: the file's published sha256, checked after download and on every later use (None: the publisher
+            lists none; the file is then checked by its layout, and its sha256 recorded at the first download is
+            checked from then on).
         prefix: the default key mapping: file key ``k`` -> our key ``prefix + k`` (keys we do not have are
             ignored, so a truncated backbone takes what it has).
         exclude: file key prefixes never loaded (e.g. an ImageNet classifier).
@@ -34,6 +38,7 @@ class PretrainedSource:
 
     timm: str | None = None
     url: str | None = None
+    sha256: str | None = None
     prefix: str = ""
     exclude: tuple[str, ...] = ()
     layout: str = ""

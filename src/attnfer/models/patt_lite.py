@@ -22,8 +22,16 @@ Deviations from the original, all deliberate:
 * ``attention="batch"`` reproduces the original exactly (softmax(scale * X X^T) X over the batch) for
   reproducing published numbers only; it warns at construction and its config is flagged
   ``batch_dependent``.
-* Backbone from timm's ``mobilenetv1_100`` (BN eps 1e-5, symmetric padding) instead of Keras'
-  MobileNet (eps 1e-3, bottom/right padding); its ImageNet weights also expect [-1, 1] inputs.
+* Two trunks. ``trunk="keras"`` is Keras' MobileNet exactly (:class:`KerasMobileNetV1Trunk`: stride-2
+  convolutions padded bottom/right, BatchNorm epsilon 1e-3) and takes Keras' ImageNet file
+  ``mobilenet_1_0_224_tf_no_top.h5``, the paper's starting point; with the same weights it reproduces the
+  original's outputs (1e-5). ``trunk="timm"`` (the default) is timm's ``mobilenetv1_100`` (symmetric padding,
+  epsilon 1e-5), which differs from Keras by up to 12 in the logits with the same weights. The default stays timm
+  because its ImageNet weights are better (timm's ``ra4_e3600_r224_in1k``, 76.4% ImageNet top-1 vs Keras' 70.6%),
+  come from the Hugging Face hub with the hub's own verification (Keras publishes no checksum for its file), and
+  because checkpoints saved before the Keras trunk existed are timm ones; choose ``trunk="keras"`` to reproduce
+  the paper from the paper's weights, and for the authors' files (``attnfer convert --from patt_lite_keras``).
+  Both trunks expect [-1, 1] inputs.
 * ``unfreeze_last_n`` really unfreezes backbone layers; the original's fine-tuning phase computed a
   start index of -1 and left the whole backbone frozen.
 """
@@ -32,8 +40,10 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import timm
 import torch
 import torch.nn as nn
@@ -42,10 +52,18 @@ import torch.nn.functional as F
 from ..preprocess import PreprocessConfig
 from ._base import INCEPTION_MEAN, INCEPTION_STD, AttentionMap, FERModel, recording, token_attention_map
 from ._cfg import ModelCfg, PretrainedSource
-from ._registry import register_model
+from ._formats import OfficialFormatError, load_mapped, register_format
+from ._registry import create_model, register_model
 from .layers import PatchExtraction, ScaledDotSelfAttention
 
-__all__ = ["BatchDependentWarning", "MobileNetV1Trunk", "PAttLite"]
+__all__ = ["BatchDependentWarning", "KerasMobileNetV1Trunk", "MobileNetV1Trunk", "PAttLite"]
+
+#: Keras' ImageNet MobileNet v1 (alpha 1.0, 224) without its classifier, as ``keras.applications`` downloads it.
+#: Keras' source (keras-team/keras ``keras/src/applications/mobilenet.py``) lists no sha256 for it; the file is
+#: checked by its layout (every trunk tensor present with Keras' shape) and by the sha256 recorded at download.
+KERAS_MOBILENET_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/mobilenet_1_0_224_tf_no_top.h5"
+)
 
 
 class BatchDependentWarning(UserWarning):
@@ -80,6 +98,106 @@ class MobileNetV1Trunk(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, nn.Conv2d | nn.modules.batchnorm._BatchNorm)]
 
 
+def _tf_same_padding(size: tuple[int, int], kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """TensorFlow's "same" padding as ``F.pad`` amounts (left, right, top, bottom): the extra pixel goes right and
+    bottom (for a stride-2 3x3 convolution: (0, 1) on an even size, (1, 1) on an odd one)."""
+    pads = []
+    for n in size:
+        out = -(-n // stride)
+        total = max((out - 1) * stride + kernel - n, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    return left, right, top, bottom
+
+
+class KerasMobileNetV1Trunk(nn.Module):
+    """Keras' MobileNet v1 (alpha 1.0) cut after ``conv_dw_9_relu``, layer by layer as Keras builds it.
+
+    ``conv1``: 3x3 stride-2 convolution with TensorFlow "same" padding (bottom/right on even sizes), BN, ReLU6; then
+    depthwise-separable blocks 1-8 (depthwise 3x3 + BN + ReLU6, pointwise 1x1 + BN + ReLU6) and the depthwise half of
+    block 9. Stride-2 blocks (2, 4, 6) pad one row and column at the bottom/right (Keras' ``ZeroPadding2D(((0, 1),
+    (0, 1)))``) and use an unpadded depthwise convolution; stride-1 ones pad 1 all round. BatchNorm epsilon 1e-3
+    (Keras' default), momentum 0.01 (Keras' 0.99). Modules carry the Keras layer names (``conv_dw_3_bn``), so
+    Keras' file maps onto them one to one. 812,352 parameters + 9,664 BN statistics; output (B, 512, H/16, W/16).
+    """
+
+    out_channels = 512
+    #: (pointwise filters, stride) of Keras' blocks 1-9 (block 9: its depthwise half only)
+    BLOCKS: ClassVar[list[tuple[int, int]]] = [
+        (64, 1),
+        (128, 2),
+        (128, 1),
+        (256, 2),
+        (256, 1),
+        (512, 2),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+    ]
+
+    def __init__(self, in_chans: int = 3) -> None:
+        super().__init__()
+
+        def bn(c: int) -> nn.BatchNorm2d:
+            return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+
+        self.conv1 = nn.Conv2d(in_chans, 32, 3, stride=2, bias=False)
+        self.conv1_bn = bn(32)
+        ch = 32
+        for i, (filters, stride) in enumerate(self.BLOCKS, 1):
+            self.add_module(
+                f"conv_dw_{i}",
+                nn.Conv2d(ch, ch, 3, stride=stride, padding=1 if stride == 1 else 0, groups=ch, bias=False),
+            )
+            self.add_module(f"conv_dw_{i}_bn", bn(ch))
+            if i < len(self.BLOCKS):
+                self.add_module(f"conv_pw_{i}", nn.Conv2d(ch, filters, 1, bias=False))
+                self.add_module(f"conv_pw_{i}_bn", bn(filters))
+                ch = filters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, _tf_same_padding(tuple(x.shape[-2:]), 3, 2))
+        x = F.relu6(self.conv1_bn(self.conv1(x)))  # (B, 32, H/2, W/2)
+        for i, (_, stride) in enumerate(self.BLOCKS, 1):
+            if stride == 2:
+                x = F.pad(x, (0, 1, 0, 1))  # conv_pad_i: one column right, one row bottom
+            x = F.relu6(getattr(self, f"conv_dw_{i}_bn")(getattr(self, f"conv_dw_{i}")(x)))
+            if i < len(self.BLOCKS):
+                x = F.relu6(getattr(self, f"conv_pw_{i}_bn")(getattr(self, f"conv_pw_{i}")(x)))
+        return x  # (B, 512, H/16, W/16)
+
+    def weighted_layers(self) -> list[tuple[str, nn.Module]]:
+        """Convolutions and BatchNorms in forward order (how Keras counts trainable layers)."""
+        return [(n, m) for n, m in self.named_children() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
+
+    @staticmethod
+    def from_keras(weights: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        """Keras MobileNet tensors under their weight names (``conv_dw_3/depthwise_kernel:0``, Keras layouts) ->
+        this trunk's state dict (``prefix`` + ``conv_dw_3.weight``), for the layers the trunk has. Kernels become
+        transposed views of the file's tensors."""
+        keep = {"conv1", "conv1_bn"}
+        for i in range(1, len(KerasMobileNetV1Trunk.BLOCKS) + 1):
+            keep |= {f"conv_dw_{i}", f"conv_dw_{i}_bn"}
+            if i < len(KerasMobileNetV1Trunk.BLOCKS):
+                keep |= {f"conv_pw_{i}", f"conv_pw_{i}_bn"}
+        bn_names = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+        out: dict[str, torch.Tensor] = {}
+        for key, v in weights.items():
+            layer, _, var = key.rpartition("/")
+            layer, var = layer.rsplit("/", 1)[-1], var.split(":")[0]
+            if layer not in keep:
+                continue
+            if var == "kernel":  # (kh, kw, in, out) -> (out, in, kh, kw)
+                out[f"{prefix}{layer}.weight"] = v.permute(3, 2, 0, 1)
+            elif var == "depthwise_kernel":  # (kh, kw, C, 1) -> (C, 1, kh, kw)
+                out[f"{prefix}{layer}.weight"] = v.permute(2, 3, 0, 1)
+            elif var in bn_names:
+                out[f"{prefix}{layer}.{bn_names[var]}"] = v
+                if var == "moving_variance":  # Keras keeps no count; ours starts from 0
+                    out[f"{prefix}{layer}.num_batches_tracked"] = torch.tensor(0)
+        return out
+
+
 class PAttLite(FERModel):
     """PAtt-Lite with per-sample token attention (see the module docstring for the deviations).
 
@@ -95,6 +213,10 @@ class PAttLite(FERModel):
             statistics stay frozen.
         resize_to: resize inputs inside the model (bilinear) to this square size, as the original's
             ``Resizing(224, 224)`` layer; ``None`` feeds inputs as they come.
+        trunk: ``"timm"`` (default) or ``"keras"`` (Keras-exact MobileNet; see the module docstring).
+        pixel_input: inputs are RGB pixels in [0, 255] and the model scales them to [-1, 1] (``x / 127.5 - 1``,
+            the original's ``preprocess_input`` layers) after ``resize_to``; the config then asks for raw pixels.
+            Default False: the config normalises to [-1, 1] outside the model.
         drop_rate: dropout on the patch tokens before the projection (0.1 phase 1, 0.2 phase 2).
         spatial_drop_rate: SpatialDropout2D on the 2x2 patch map (0.2; phase 2 only in the original).
         attn_drop_rate: dropout after the attention (0.2; phase 2 only in the original).
@@ -123,10 +245,16 @@ class PAttLite(FERModel):
         embed_dim: int = 256,
         head_dim: int = 32,
         in_chans: int = 3,
+        trunk: Literal["timm", "keras"] = "timm",
+        pixel_input: bool = False,
     ) -> None:
         super().__init__()
         if attention not in ("tokens", "batch"):
             raise ValueError(f"attention must be 'tokens' or 'batch', got {attention!r}")
+        if trunk not in ("timm", "keras"):
+            raise ValueError(f"trunk must be 'timm' or 'keras', got {trunk!r}")
+        self.trunk = trunk
+        self.pixel_input = pixel_input
         self.num_classes = num_classes
         self.num_features = head_dim
         self.attention_mode = attention
@@ -135,8 +263,8 @@ class PAttLite(FERModel):
         self.record = False  # keep the last attention weights in ``last_attention`` when True
         self.last_attention: torch.Tensor | None = None
 
-        self.backbone = MobileNetV1Trunk(in_chans)
-        self.patches = PatchExtraction(MobileNetV1Trunk.out_channels, embed_dim)
+        self.backbone = KerasMobileNetV1Trunk(in_chans) if trunk == "keras" else MobileNetV1Trunk(in_chans)
+        self.patches = PatchExtraction(self.backbone.out_channels, embed_dim)
         self.spatial_drop = nn.Dropout2d(spatial_drop_rate)
         self.drop = nn.Dropout(drop_rate)
         self.pre_fc = nn.Linear(embed_dim, head_dim)
@@ -191,6 +319,8 @@ class PAttLite(FERModel):
         """Image (B, 3, H, W) -> patch map (B, 256, 2, 2) at 224 input."""
         if self.resize_to is not None and x.shape[-2:] != (self.resize_to, self.resize_to):
             x = F.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
+        if self.pixel_input:
+            x = x / 127.5 - 1.0  # [0, 255] -> [-1, 1], Keras' mobilenet.preprocess_input
         if min(x.shape[-2:]) < 96:
             raise ValueError(
                 f"PAtt-Lite needs inputs of at least 96x96 (224x224 by design), got {tuple(x.shape[-2:])}; "
@@ -236,24 +366,38 @@ class PAttLite(FERModel):
             )
         ]
 
+    def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """timm ``mobilenetv1_100`` keys (timm trunk) or Keras MobileNet weight names (Keras trunk: the
+        ``mobilenet_1_0_224_tf_no_top.h5`` file, or a saved PAtt-Lite ``model.h5``'s ``base_model``) -> ours."""
+        if self.trunk == "keras":
+            if not any(":" in k for k in state_dict):
+                return {}  # not a Keras file: load_pretrained reports that nothing fits
+            return KerasMobileNetV1Trunk.from_keras(state_dict, prefix="backbone.")
+        return super().map_pretrained(state_dict)
+
     @staticmethod
     def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
-        """The config of a PAtt-Lite built with ``kwargs``: input size from ``resize_to``, batch dependence."""
+        """The config of a PAtt-Lite built with ``kwargs``: input size from ``resize_to``, batch dependence, the
+        trunk's ImageNet source and deviations, raw-pixel input with ``pixel_input``."""
         size = kwargs.get("resize_to") or 224
         attention = kwargs.get("attention", "tokens")
-        freeze = kwargs.get("freeze_backbone", True)
-        if attention != "batch":
-            return cfg.replace(input_size=(3, size, size), extra={"attention": attention, "freeze_backbone": freeze})
-        return cfg.replace(
-            input_size=(3, size, size),
-            batch_dependent=True,
+        trunk = kwargs.get("trunk", "timm")
+        extra = {"attention": attention, "freeze_backbone": kwargs.get("freeze_backbone", True), "trunk": trunk}
+        deviations = list(cfg.deviations)
+        changes: dict[str, Any] = {"input_size": (3, size, size), "extra": extra}
+        if attention == "batch":
             # faithful to the original here: the token-attention deviation does not apply
-            deviations=(
-                "attention='batch': the original's cross-sample attention, kept for reproduction only",
-                *cfg.deviations[1:],
-            ),
-            extra={"attention": attention, "freeze_backbone": freeze},
-        )
+            deviations[0] = "attention='batch': the original's cross-sample attention, kept for reproduction only"
+            changes["batch_dependent"] = True
+        if trunk == "keras":
+            deviations = [d for d in deviations if not d.startswith("timm mobilenetv1_100 trunk")]
+            changes["pretrained"] = PretrainedSource(
+                url=KERAS_MOBILENET_URL, layout="Keras MobileNet (mobilenet_1_0_224_tf_no_top.h5, HDF5)"
+            )
+        if kwargs.get("pixel_input"):
+            changes.update(mean=None, std=None)
+            extra["pixel_input"] = True
+        return cfg.replace(deviations=tuple(deviations), **changes)
 
 
 @register_model(
@@ -267,10 +411,162 @@ class PAttLite(FERModel):
             "timm mobilenetv1_100 trunk (BN eps 1e-5, symmetric padding) instead of Keras MobileNet",
             "unfreeze_last_n really unfreezes (the original's fine-tuning unfroze nothing)",
         ),
-        extra={"attention": "tokens", "freeze_backbone": True},
+        extra={"attention": "tokens", "freeze_backbone": True, "trunk": "timm"},
     ),
     adapt=PAttLite.adapt_cfg,
 )
 def patt_lite(num_classes: int = 7, **kwargs: Any) -> PAttLite:
     """PAtt-Lite, per-sample token attention, frozen ImageNet MobileNetV1 trunk (1,093,000 params, C=7)."""
     return PAttLite(num_classes=num_classes, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The authors' file: the notebook's model.save('model.h5')
+# ------------------------------------------------------------------------------------------------
+#: data-compile.ipynb numbers the class folders in sorted order: RAF-DB (7) and the 8-class datasets
+KERAS_NOTEBOOK_CLASSES = {
+    7: ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"),
+    8: ("anger", "contempt", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"),
+}
+
+
+def _keras_layers(config_layers: list[dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
+    """The notebook graph's parts, found by layer class (names of auto-named layers vary between sessions)."""
+    found: dict[str, dict[str, Any]] = {}
+    for layer in config_layers:
+        cls = layer["class_name"]
+        inner = [sub["class_name"] for sub in layer.get("config", {}).get("layers", [])]
+        if cls == "InputLayer":
+            found.setdefault("input", layer)
+        elif cls == "Resizing":
+            found["resize"] = layer
+        elif cls == "Functional":
+            found["backbone"] = layer
+        elif cls == "Sequential" and "SeparableConv2D" in inner:
+            found["patches"] = layer
+        elif cls == "Sequential" and "Dense" in inner:
+            found["pre_classification"] = layer
+        elif cls == "Attention":
+            found["attention"] = layer
+        elif cls == "Dense":
+            found["head"] = layer  # the last Dense: the classification head
+    missing = [k for k in ("input", "backbone", "patches", "pre_classification", "attention", "head") if k not in found]
+    if missing:
+        raise OfficialFormatError(
+            f"{path}: not the PAtt-Lite notebook's model (model_config lacks its {', '.join(missing)} layer(s); "
+            f"layers: {', '.join(layer['class_name'] + ':' + layer['name'] for layer in config_layers)})"
+        )
+    return found
+
+
+def _inner_weights(h5: Any, layer: dict[str, Any], kinds: list[str], path: Path) -> list[dict[str, np.ndarray]]:
+    """Weights of a Sequential's inner layers of the given classes, in graph order, by variable name."""
+    tensors = dict(h5.weights(layer["name"]))
+    out = []
+    for sub in layer["config"]["layers"]:
+        if sub["class_name"] not in kinds:
+            continue
+        name = sub["config"]["name"]
+        vars_ = {k.split("/")[-1].split(":")[0]: v for k, v in tensors.items() if k.rsplit("/", 1)[0] == name}
+        if not vars_:
+            raise OfficialFormatError(f"{path}: layer {layer['name']}/{name} holds no weights")
+        out.append(vars_)
+    return out
+
+
+@register_format(
+    "patt_lite_keras",
+    model="patt_lite",
+    description="JLREx/PAtt-Lite notebook: model.save('model.h5') (Keras legacy full-model HDF5; read with h5py)",
+)
+def import_patt_lite_keras(path: Path) -> PAttLite:
+    """The notebook's saved model -> ``patt_lite(trunk="keras", attention="batch", pixel_input=True)``.
+
+    Number of classes, input size and the in-model resize come from the file's ``model_config``; the weights of
+    ``base_model``, ``patch_extraction``, ``pre_classification``, ``attention`` and ``classification_head`` from
+    ``model_weights`` (the optimizer state is not read). The model keeps the original's attention across the batch,
+    which its weights were trained with, so consumers classify one face per forward pass (what ``model.predict`` on
+    one image gives).
+    """
+    from .keras_hdf5 import KerasH5, KerasH5Error, bn_params, dense_kernel
+
+    try:
+        h5 = KerasH5(path)
+        parts = _keras_layers(h5.layer_configs(), path)
+    except KerasH5Error as e:
+        raise OfficialFormatError(str(e)) from e
+    shape = parts["input"]["config"].get("batch_input_shape") or parts["input"]["config"].get("batch_shape")
+    if not shape or len(shape) != 4 or shape[3] != 3:
+        raise OfficialFormatError(f"{path}: input layer shape {shape}, expected (None, H, W, 3)")
+    height, width = int(shape[1]), int(shape[2])
+    resize = parts.get("resize", {}).get("config")
+    if resize is not None and (resize["height"] != resize["width"] or resize.get("interpolation") != "bilinear"):
+        raise OfficialFormatError(f"{path}: Resizing layer {resize}, expected a square bilinear resize")
+    resize_to = int(resize["height"]) if resize is not None else None
+    head = parts["head"]["config"]
+    num_classes = int(head["units"])
+    attn = parts["attention"]["config"]
+    if not attn.get("use_scale", False) or attn.get("score_mode", "dot") != "dot":
+        raise OfficialFormatError(f"{path}: attention layer {attn}, expected Attention(use_scale=True) (dot scores)")
+    backbone_layers = [layer["name"] for layer in parts["backbone"]["config"]["layers"]]
+    if backbone_layers[-1] != "conv_dw_9_relu":
+        raise OfficialFormatError(f"{path}: backbone ends at {backbone_layers[-1]}, expected conv_dw_9_relu")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BatchDependentWarning)
+        model = create_model(
+            "patt_lite",
+            num_classes=num_classes,
+            attention="batch",
+            trunk="keras",
+            pixel_input=True,
+            resize_to=resize_to,
+        )
+    try:
+        trunk = {k: torch.from_numpy(v) for k, v in h5.weights(parts["backbone"]["name"])}
+        sep1, sep2, conv = _inner_weights(h5, parts["patches"], ["SeparableConv2D", "Conv2D"], path)
+        dense, bn = _inner_weights(h5, parts["pre_classification"], ["Dense", "BatchNormalization"], path)
+        (scale,) = (v for _, v in h5.weights(parts["attention"]["name"]))
+        head_w = {k.split("/")[-1].split(":")[0]: v for k, v in h5.weights(parts["head"]["name"])}
+        mapped = KerasMobileNetV1Trunk.from_keras(trunk, prefix="backbone.")
+        mapped.update(
+            {
+                "patches.dw1.weight": torch.from_numpy(sep1["depthwise_kernel"]).permute(2, 3, 0, 1),
+                "patches.pw1.weight": torch.from_numpy(sep1["pointwise_kernel"]).permute(3, 2, 0, 1),
+                "patches.pw1.bias": torch.from_numpy(sep1["bias"]),
+                "patches.dw2.weight": torch.from_numpy(sep2["depthwise_kernel"]).permute(2, 3, 0, 1),
+                "patches.pw2.weight": torch.from_numpy(sep2["pointwise_kernel"]).permute(3, 2, 0, 1),
+                "patches.pw2.bias": torch.from_numpy(sep2["bias"]),
+                "patches.conv.weight": torch.from_numpy(conv["kernel"]).permute(3, 2, 0, 1),
+                "patches.conv.bias": torch.from_numpy(conv["bias"]),
+                "pre_fc.weight": dense_kernel(dense["kernel"]),
+                "pre_fc.bias": torch.from_numpy(dense["bias"]),
+                "attention.scale": torch.from_numpy(np.asarray(scale, dtype=np.float32).reshape(())),
+                "head.weight": dense_kernel(head_w["kernel"]),
+                "head.bias": torch.from_numpy(head_w["bias"]),
+            }
+        )
+        bn_t = bn_params(bn["gamma"], bn["beta"], bn["moving_mean"], bn["moving_variance"])
+        mapped.update({f"pre_bn.{k}": v for k, v in bn_t.items()})
+    except (KeyError, ValueError, KerasH5Error) as e:
+        raise OfficialFormatError(
+            f"{path}: weights do not have the notebook model's layout ({type(e).__name__}: {e})"
+        ) from e
+    load_mapped(model, mapped, path, "patt_lite_keras")
+    if num_classes in KERAS_NOTEBOOK_CLASSES:
+        model.class_names = list(KERAS_NOTEBOOK_CLASSES[num_classes])
+    else:
+        model.class_names = None
+    model.cfg = model.cfg.replace(input_size=(3, height, width), interpolation="bilinear", antialias=False)
+    model.import_notes = [
+        f"Keras {h5.keras_version or '(version not recorded)'} model '{h5.config.get('config', {}).get('name', '')}': "
+        f"{num_classes} classes, input {height}x{width}"
+        + (f", resized to {resize_to}x{resize_to} inside the model" if resize_to else ""),
+        "class order of data-compile.ipynb (class folders sorted by name)"
+        if num_classes in KERAS_NOTEBOOK_CLASSES
+        else f"no known class order for {num_classes} classes",
+        "attention='batch' (the original's attention across the samples of a batch, as the weights were trained): "
+        "consumers classify one face per forward pass",
+        "inputs are RGB pixels 0-255 (cv2.resize, bilinear, as data-compile.ipynb), scaled to [-1, 1] inside the model",
+    ]
+    return model

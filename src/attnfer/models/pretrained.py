@@ -1,23 +1,31 @@
-"""ImageNet backbone weights: download (timm / torchvision, cached and checksummed) or a local file.
+"""ImageNet backbone weights: download (timm / torchvision / Keras applications, cached and checked) or a local file.
 
 A model opts in through its config's ``pretrained`` source (:class:`~._cfg.PretrainedSource`): ``timm`` (a timm
-model name; timm downloads from the Hugging Face hub into its cache and the hub verifies the file) or ``url`` (a
-torchvision URL whose file name carries the sha256 prefix, checked by ``torch.hub``), and the source's default
-prefix mapping of keys (``model.map_pretrained``, which a family overrides only for another layout). Local files
-may be in the timm or the torchvision key layout; the model's ``map_pretrained`` accepts both where they differ.
+model name; timm downloads from the Hugging Face hub into its cache and the hub verifies the file), ``url`` (a
+torchvision URL whose file name carries the sha256 prefix, checked by ``torch.hub``; or a Keras ``.h5`` release
+file, cached under attnfer's cache directory and checked against ``sha256``), and the source's default prefix
+mapping of keys (``model.map_pretrained``, which a family overrides for another layout). Local files may be in the
+timm, torchvision or Keras layout; the model's ``map_pretrained`` accepts each where it applies.
 
-Third-party files are read with ``safetensors`` or ``torch.load(weights_only=True)``: never unpickled.
+Third-party files are read with ``safetensors``, ``torch.load(weights_only=True)`` or h5py: never unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-__all__ = ["PretrainedLoadReport", "PretrainedWeightsError", "load_pretrained", "read_state_dict"]
+__all__ = [
+    "PretrainedLoadReport",
+    "PretrainedWeightsError",
+    "fetch_weight_file",
+    "load_pretrained",
+    "read_state_dict",
+]
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -48,6 +56,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise PretrainedWeightsError(f"pretrained weight file not found: {path}")
+    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        return _read_keras(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -72,10 +82,65 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _read_keras(path: Path) -> dict[str, torch.Tensor]:
+    """A Keras HDF5 file's tensors under their Keras weight names (``conv1/kernel:0``), in Keras' layouts."""
+    from .keras_hdf5 import KerasH5, KerasH5Error
+
+    try:
+        return {k: torch.from_numpy(v) for k, v in KerasH5(path).by_name().items()}
+    except KerasH5Error as e:
+        raise PretrainedWeightsError(str(e)) from e
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_weight_file(url: str, sha256: str | None) -> Path:
+    """Download ``url`` once into ``<cache>/pretrained/`` (atomically) and check it.
+
+    With a published ``sha256`` the file is checked against it after the download and on every use. Without one,
+    the sha256 of the first download is recorded beside the file (``NAME.sha256``) and checked on every later use,
+    so a file changed in the cache is noticed; the caller checks the layout.
+    """
+    from ..files import atomic_write, cache_dir
+
+    fname = url.rsplit("/", 1)[-1]
+    folder = cache_dir("pretrained")
+    path = folder / fname
+    record = folder / f"{fname}.sha256"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write(path, lambda p: torch.hub.download_url_to_file(url, str(p), progress=False))
+        except Exception as e:
+            raise PretrainedWeightsError(
+                f"could not download {fname} from {url} ({type(e).__name__}: {e}). Offline? Get that file and "
+                f"pass pretrained='/path/to/{fname}', or put it at {path}."
+            ) from e
+        if sha256 is None:
+            atomic_write(record, _sha256(path) + "\n")
+    expected = sha256 or (record.read_text().strip() if record.is_file() else None)
+    if expected is not None:
+        got = _sha256(path)
+        if got != expected:
+            raise PretrainedWeightsError(
+                f"{path}: sha256 {got} differs from the {'published' if sha256 else 'recorded'} {expected}; "
+                "delete the file to download it again"
+            )
+    return path
+
+
 def _download(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
     src = getattr(getattr(model, "cfg", None), "pretrained", None)
     url = src.url if src is not None else None
     timm_name = src.timm if src is not None else None
+    if url and url.endswith(".h5"):
+        return _read_keras(fetch_weight_file(url, src.sha256)), url
     if url:
         fname = url.rsplit("/", 1)[-1]
         try:
@@ -137,10 +202,11 @@ def load_pretrained(model: nn.Module, source: bool | str | Path) -> PretrainedLo
                 f"{origin}: tensor for {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
             )
     model.load_state_dict(mapped, strict=False)
-    used = {id(v) for v in mapped.values()}
+    # a file tensor is used when a mapped tensor is it or a view of it (a transposed Keras kernel)
+    used = {v.untyped_storage().data_ptr() for v in mapped.values()}
     return PretrainedLoadReport(
         source=origin,
         loaded=sorted(mapped),
         missing=sorted(k for k in own if k not in mapped),
-        unused=sorted(k for k, v in raw.items() if id(v) not in used),
+        unused=sorted(k for k, v in raw.items() if v.untyped_storage().data_ptr() not in used),
     )
