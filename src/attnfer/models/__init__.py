@@ -9,6 +9,7 @@ import pkgutil as _pkgutil
 
 from ._base import AttentionMap, FERModel, count_macs, count_parameters, recording
 from ._cfg import DEFAULT_CLASS_NAMES, ModelCfg, PretrainedSource
+from ._formats import OfficialFormatError, convert_checkpoint, get_format, list_formats, register_format
 from ._registry import create_model, get_model_cfg, is_model, list_models, model_entrypoint, register_model
 from .diagnostics import batch_dependence
 from .emonet import EMONet
@@ -31,6 +32,7 @@ __all__ = [
     "FERAttLoss",
     "FERModel",
     "ModelCfg",
+    "OfficialFormatError",
     "PAttLite",
     "PreActResNet18",
     "PretrainedLoadReport",
@@ -39,17 +41,21 @@ __all__ = [
     "TimmClassifier",
     "attention_loss",
     "batch_dependence",
+    "convert_checkpoint",
     "count_macs",
     "count_parameters",
     "create_model",
+    "get_format",
     "get_model_cfg",
     "gmm_loss",
     "is_model",
+    "list_formats",
     "list_models",
     "load_model",
     "load_pretrained",
     "model_entrypoint",
     "recording",
+    "register_format",
     "register_model",
     "save_model",
 ]

@@ -137,7 +137,7 @@ def state_dict_of(obj: Any, path: Path, keys: Sequence[str], what: str) -> dict[
                 break
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         top = ", ".join(map(str, list(obj)[:6])) if isinstance(obj, dict) else type(obj).__name__
-        raise OfficialFormatError(f"{path}: no state dict of tensors found for {what} (top-level: {top})")
+        raise OfficialFormatError(f"{path}: not {what} (no state dict of tensors in it; top-level: {top})")
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)

@@ -20,10 +20,15 @@ Deviations / interpretation:
   names ``a_<lambda>``, the checkpoints that would settle it are not public.
 * Parameter names follow torchvision's ``mobilenet_v2`` so its ImageNet weights load directly; timm's
   ``mobilenetv2_100`` layout is translated. ECA and auxiliary branches start from scratch.
+* The released state dicts (``torch.save(net.state_dict(), ...)``: ``channel.conv1`` for ECA, ``dowmSample`` for
+  the shortcut) import as format ``emonet_official`` (``attnfer convert``); with the same weights and lambda the
+  outputs are identical.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -33,7 +38,8 @@ from torchvision.ops.misc import Conv2dNormActivation
 from ..preprocess import PreprocessConfig
 from ._base import IMAGENET_MEAN, IMAGENET_STD, FERModel
 from ._cfg import ModelCfg, PretrainedSource
-from ._registry import register_model
+from ._formats import OfficialFormatError, load_mapped, load_torch_file, register_format, state_dict_of
+from ._registry import create_model, register_model
 from .layers import ECA
 
 __all__ = ["EMOInvertedResidual", "EMONet"]
@@ -199,3 +205,66 @@ def _timm_mobilenetv2_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, t
 def emonet(num_classes: int = 7, **kwargs: Any) -> EMONet:
     """EMO-Net on MobileNetV2 1.0, lambda 0.5 (2,310,738 params, C=7)."""
     return EMONet(num_classes=num_classes, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The authors' files: xiayu-cell/EMO-Net state dicts
+# ------------------------------------------------------------------------------------------------
+#: README: "0: surprise; 1: fear; 2: disgust; 3: happy; 4: sad; 5: anger; 6: neutral" (RAF-DB's labels minus 1)
+RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+#: AffectNet's own expression codes 0-7 (the repository's AffectNet lists are 0-based; their order is undocumented)
+AFFECTNET_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
+#: ``return 0.8*x + out`` in the released model/emoNet.py
+RELEASED_SHORTCUT_WEIGHT = 0.8
+_LAMBDA_IN_NAME = re.compile(r"_a_(\d+(?:\.\d+)?)_", re.IGNORECASE)
+
+
+def _official_key(key: str) -> str:
+    return key.replace(".channel.conv1.", ".eca.conv.").replace(".dowmSample.", ".shortcut.")
+
+
+@register_format(
+    "emonet_official",
+    model="emonet",
+    description="xiayu-cell/EMO-Net: torch.save(net.state_dict(), ...) "
+    "(mobileNet-ECA-RAFDB.pth, RAFDB_a_0.5_0.913.pth)",
+    options=("shortcut_weight",),
+)
+def import_emonet_official(path: Path, shortcut_weight: float | None = None) -> EMONet:
+    """A released EMO-Net state dict -> ``emonet`` with its weights, class order and preprocessing.
+
+    The shortcut weight lambda comes from ``shortcut_weight``, else from a file name like ``RAFDB_a_0.5_0.913.pth``
+    (``_a_<lambda>_``), else the released code's 0.8; ``model.import_notes`` says which rule applied. Class order:
+    AffectNet's codes for a file named after AffectNet, else RAF-DB's (the README's).
+    """
+    sd = state_dict_of(load_torch_file(path, "an EMO-Net state dict"), path, ("state_dict",), "an EMO-Net state dict")
+    if "classifier.1.weight" not in sd or not any(".channel.conv1." in k for k in sd):
+        raise OfficialFormatError(
+            f"{path}: not an EMO-Net state dict (no classifier.1.weight / features.N.channel.conv1.weight; keys "
+            f"start {', '.join(list(sd)[:4])})"
+        )
+    if shortcut_weight is not None:
+        rule = f"shortcut weight {shortcut_weight} given by the user"
+    elif (match := _LAMBDA_IN_NAME.search(path.name)) is not None:
+        shortcut_weight = float(match.group(1))
+        rule = f"shortcut weight {shortcut_weight} from the file name ('_a_{match.group(1)}_')"
+    else:
+        shortcut_weight = RELEASED_SHORTCUT_WEIGHT
+        rule = f"shortcut weight {shortcut_weight}: the released model/emoNet.py's hard-coded value (no lambda given)"
+    num_classes = int(sd["classifier.1.weight"].shape[0])
+    model = create_model("emonet", num_classes=num_classes, shortcut_weight=shortcut_weight)
+    load_mapped(model, {_official_key(k): v for k, v in sd.items()}, path, "emonet_official")
+    affectnet = "affectnet" in path.name.lower()
+    if affectnet and num_classes in (7, 8):
+        model.class_names = list(AFFECTNET_CLASSES[:num_classes])
+        order = "AffectNet's own codes 0-7 (assumed: the repository's AffectNet lists are 0-based, order undocumented)"
+    elif num_classes == len(RAFDB_CLASSES):
+        model.class_names = list(RAFDB_CLASSES)
+        order = "RAF-DB order of the README (0 surprise ... 6 neutral)"
+    else:
+        model.class_names = None
+        order = f"no known class order for {num_classes} classes"
+    # train.py's 'val' transform: Resize(256) -> CenterCrop(224) -> ToTensor -> ImageNet Normalize
+    model.cfg = model.cfg.replace(crop_pct=224 / 256, interpolation="bilinear", antialias=True)
+    model.import_notes = [rule, f"class order: {order}", "inputs: Resize(256), CenterCrop(224), ImageNet mean/std"]
+    return model

@@ -14,11 +14,15 @@ Deviations / interpretation:
 * ``imagenet_norm=False`` (default) keeps the notebook's un-normalised [0, 1] input; ``True`` switches the
   config to ImageNet mean/std, which suits ImageNet-initialised backbones.
 * Parameter names of the trunk follow torchvision/timm ``resnet18`` (``backbone.`` prefix), so its
-  ImageNet weights load directly; CBAM starts from scratch.
+  ImageNet weights load directly; CBAM starts from scratch. Without ImageNet weights every layer keeps PyTorch's
+  default initialisation, as the notebook does (its ``ResNet`` applies no kaiming init).
+* The notebook's checkpoint (``torch.save({'iter', 'model_state_dict', 'optimizer_state_dict'})``) imports as
+  format ``sa_fer_notebook`` (``attnfer convert``); with the same weights the outputs are identical.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +41,8 @@ from ._base import (
     token_attention_map,
 )
 from ._cfg import ModelCfg, PretrainedSource
-from ._registry import register_model
+from ._formats import OfficialFormatError, load_mapped, load_torch_file, register_format, state_dict_of
+from ._registry import create_model, register_model
 from .layers import CBAM, PatchExtraction, TokenMHSA
 
 __all__ = ["SAFER", "CBAMBasicBlock", "ResNetCBAMTrunk"]
@@ -81,12 +86,7 @@ class ResNetCBAMTrunk(nn.Module):
         self.layer1 = nn.Sequential(CBAMBasicBlock(64, 64), CBAMBasicBlock(64, 64))
         self.layer2 = nn.Sequential(CBAMBasicBlock(64, 128, 2), CBAMBasicBlock(128, 128))
         self.layer3 = nn.Sequential(CBAMBasicBlock(128, 256, 2), CBAMBasicBlock(256, 256))
-        for m in self.modules():  # torchvision's ResNet init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # PyTorch's default initialisation, as the notebook (no kaiming re-init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, 56, 56)
@@ -178,3 +178,71 @@ class SAFER(FERModel):
 def sa_fer(num_classes: int = 7, **kwargs: Any) -> SAFER:
     """ResNet18-CBAM to layer3 + patch tokens + 1-head MHSA + LayerNorm (3,273,363 params, C=7)."""
     return SAFER(num_classes=num_classes, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The authors' file: the notebook's checkpoint dict
+# ------------------------------------------------------------------------------------------------
+#: The notebook reads RAF-DB's labels 1-7 and subtracts 1 (RAF-DB's own order)
+NOTEBOOK_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+# notebook key prefix -> ours (first match wins; the trunk's own names get ``backbone.``)
+_NOTEBOOK_RENAMES = (
+    ("patch_extraction.depthwise_conv1.", "patches.dw1.0."),
+    ("patch_extraction.pointwise_conv1.", "patches.pw1."),
+    ("patch_extraction.depthwise_conv2.", "patches.dw2.0."),
+    ("patch_extraction.pointwise_conv2.", "patches.pw2."),
+    ("patch_extraction.conv3.", "patches.conv."),
+    ("attention.", "attention.attn."),  # nn.MultiheadAttention(256, 1)
+    ("layer_norm.", "attention.norm."),
+    ("classifier.", "head."),
+)
+_CBAM_RENAMES = (
+    (".ca.fc.0.", ".cbam.channel.fc1."),
+    (".ca.fc.2.", ".cbam.channel.fc2."),
+    (".sa.conv1.", ".cbam.spatial.conv."),
+)
+
+
+def _notebook_key(key: str) -> str:
+    for old, new in _NOTEBOOK_RENAMES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    for old, new in _CBAM_RENAMES:
+        key = key.replace(old, new)
+    return "backbone." + key
+
+
+@register_format(
+    "sa_fer_notebook",
+    model="sa_fer",
+    description="SA-FER notebook: torch.save({'iter', 'model_state_dict', 'optimizer_state_dict'}) "
+    "(aug_epoch_N_acc_X_newmodel.pth), or a bare state dict",
+)
+def import_sa_fer_notebook(path: Path) -> SAFER:
+    """The notebook's checkpoint -> ``sa_fer`` with its weights, RAF-DB class order and [0, 1] input.
+
+    The number of classes comes from ``classifier.weight``; the optimizer state is not read.
+    """
+    obj = load_torch_file(path, "an SA-FER notebook checkpoint")
+    sd = state_dict_of(obj, path, ("model_state_dict", "state_dict"), "the SA-FER notebook model")
+    if "classifier.weight" not in sd or "patch_extraction.conv3.weight" not in sd:
+        raise OfficialFormatError(
+            f"{path}: not the SA-FER notebook model (no classifier.weight / patch_extraction.conv3.weight; "
+            f"keys start {', '.join(list(sd)[:4])})"
+        )
+    num_classes = int(sd["classifier.weight"].shape[0])
+    model = create_model("sa_fer", num_classes=num_classes)
+    load_mapped(model, {_notebook_key(k): v for k, v in sd.items()}, path, "sa_fer_notebook")
+    model.class_names = list(NOTEBOOK_CLASSES) if num_classes == len(NOTEBOOK_CLASSES) else None
+    model.cfg = model.cfg.replace(interpolation="bilinear", antialias=True, mean=NO_NORM_MEAN, std=NO_NORM_STD)
+    epoch = obj.get("iter") if isinstance(obj, dict) else None
+    model.import_notes = [
+        f"notebook checkpoint{f' of epoch {epoch}' if epoch is not None else ''}: model_state_dict read, "
+        "optimizer state ignored",
+        "class order of the notebook (RAF-DB labels 1-7 minus 1)"
+        if model.class_names
+        else f"no known class order for {num_classes} classes",
+        "inputs: Resize((224, 224)) + ToTensor, RGB in [0, 1], no normalisation (notebook cell 12)",
+    ]
+    return model
