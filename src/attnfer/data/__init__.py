@@ -58,6 +58,7 @@ DATASETS: dict[str, Callable[..., DatasetSplits]] = {
     "ferplus": _lazy("ferplus", "load_ferplus"),
     "affectnet": _lazy("affectnet", "load_affectnet"),
     "ckplus": _lazy("ckplus", "load_ckplus"),
+    "bu3dfe": _lazy("bu3dfe", "load_bu3dfe"),
     "folder": _lazy("folder", "load_folder"),
     "compiled": _lazy("compiled", "load_compiled"),
     "synthfer": _synthfer,
@@ -71,7 +72,8 @@ def load_dataset(
 
     A compiled store (``attnfer data compile``) is read whatever ``name`` says. ``subsets`` maps extra
     evaluation-split names to list files (occlusion / pose lists). Options go to the loader (e.g.
-    ``label_mode`` for FERPlus, ``num_classes`` for AffectNet, ``fold`` for CK+).
+    ``label_mode`` for FERPlus, ``num_classes`` for AffectNet, ``fold`` for CK+ and BU-3DFE,
+    ``min_intensity`` for BU-3DFE).
     """
     from .compiled import is_compiled, load_compiled
 

@@ -8,7 +8,12 @@ Folder names that already are expression names ("happy", "Surprise") need no map
 Common RAF-DB repacks this reads:
 
 * Kaggle "RAF-DB DATASET": ``train/1..7``, ``test/1..7`` in RAF-DB's order -> ``class_names="rafdb"``;
-* EfficientFace / MA-Net: ``train/0..6``, ``test/0..6`` in AffectNet order -> ``class_names="affectnet"``;
+* EfficientFace / MA-Net: ``train/0..6``, ``test/0..6`` in AffectNet order (0 neutral ... 6 anger)
+  -> ``class_names="affectnet"``;
+* EMO-Net's README layout: ``train/0..6``, ``test/0..6`` in RAF-DB's order minus one (0 surprise, 1 fear,
+  2 disgust, 3 happiness, 4 sadness, 5 anger, 6 neutral) -> ``class_names="emonet_rafdb"``. Both 0..6 layouts
+  look alike on disk; only the preset says which order the folders are in, and the two map folder ``0`` to
+  different classes (neutral vs surprise);
 * POSTER: ``train/`` and ``valid/`` with named class folders.
 """
 
@@ -25,6 +30,7 @@ __all__ = ["PRESETS", "load_folder"]
 PRESETS = {
     "rafdb": {str(k): v for k, v in RAFDB_CODES.items()},
     "affectnet": {str(k): v for k, v in AFFECTNET_CODES.items()},
+    "emonet_rafdb": {str(k - 1): v for k, v in RAFDB_CODES.items()},
 }
 _SPLIT_NAMES = {
     "train": "train",

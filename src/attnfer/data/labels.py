@@ -14,6 +14,8 @@ FERPlus    vote columns: neutral, happiness, surprise, sadness, anger, disgust, 
 AffectNet  0 neutral, 1 happiness, 2 sadness, 3 surprise, 4 fear, 5 disgust, 6 anger, 7 contempt,
            8 none, 9 uncertain, 10 no-face
 CK+        0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7 surprise
+BU-3DFE    name codes: AN anger, DI disgust, FE fear, HA happiness, NE neutral, SA sadness,
+           SU surprise (``F0001_AN01WH_F2D.bmp``; neutral has intensity 00; no contempt)
 =========  ====================================================================================
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "AFFECTNET_CODES",
     "BASIC7",
+    "BU3DFE_CODES",
     "CANONICAL",
     "CKPLUS_CODES",
     "FER2013_CODES",
@@ -83,6 +86,16 @@ CKPLUS_CODES: dict[int, str] = {
     5: "happiness",
     6: "sadness",
     7: "surprise",
+}
+#: BU-3DFE's two-letter expression codes, as they appear in its file names
+BU3DFE_CODES: dict[str, str] = {
+    "AN": "anger",
+    "DI": "disgust",
+    "FE": "fear",
+    "HA": "happiness",
+    "NE": "neutral",
+    "SA": "sadness",
+    "SU": "surprise",
 }
 
 _ALIASES = {

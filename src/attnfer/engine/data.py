@@ -46,7 +46,7 @@ def load_run_data(cfg: TrainConfig) -> DatasetSplits:
     if root is None:
         raise ValueError(f"data.root is required for dataset '{d.name}'")
     options = dict(d.options)
-    if d.name in ("rafdb", "synthfer", "affectnet", "ckplus", "folder"):
+    if d.name in ("rafdb", "synthfer", "affectnet", "ckplus", "bu3dfe", "folder"):
         options.setdefault("val_fraction", d.val_fraction)
     return load_dataset(d.name, root, subsets=d.subsets or None, **options)
 
