@@ -44,7 +44,13 @@ def _quickstart_model() -> str:
     return str((recipe.get("model") or {}).get("name", "?"))
 
 
-_HELP_VALUES = {"models": _registered_models, "quickstart_model": _quickstart_model}
+def _checkpoint_formats() -> str:
+    from .models import get_format, list_formats
+
+    return "; ".join(f"{n} ({get_format(n).description})" for n in list_formats())
+
+
+_HELP_VALUES = {"models": _registered_models, "quickstart_model": _quickstart_model, "formats": _checkpoint_formats}
 
 
 class _LiveHelp(TyperCommand):
@@ -180,7 +186,11 @@ def evaluate(
 
     Accuracy, balanced accuracy, macro P/R/F1 and the per-class table of each split. With --out, DIR gets what a
     run's evaluation writes (evaluation.json, confusion matrices, sample faces with attention) and report.html;
-    ``attnfer report DIR`` renders it again."""
+    ``attnfer report DIR`` renders it again.
+
+    Classes are matched by name, not position: the dataset's classes are looked up among the model's (an author's
+    checkpoint keeps its own head order); the model's classes the dataset lacks (e.g. contempt on a 7-class set) are
+    left out of the decision and reported; a dataset class the model lacks is an error."""
     from .data import DatasetError
     from .engine.evaluate import evaluate_checkpoints
     from .engine.report import render_report
@@ -194,6 +204,11 @@ def evaluate(
     for which, entry in result["checkpoints"].items():
         if entry.get("warning"):
             console.print(f"[bold red]warning ({which}): {entry['warning']}[/bold red]")
+        if entry.get("left_out_classes") and not entry.get("same_as"):
+            console.print(
+                f"{which}: left out of the decision (not in {result['dataset']}): "
+                + ", ".join(entry["left_out_classes"])
+            )
         bi = entry.get("batch_invariance") or {}
         ok = "[green]yes[/green]" if bi.get("passed") else f"[red]NO ({bi.get('changed_predictions')} changed)[/red]"
         table = Table(title=f"{checkpoint} on {result['dataset']}")
@@ -265,6 +280,44 @@ def export(
     except CheckpointError as e:
         _fail(str(e))
     console.print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command(cls=_LiveHelp)
+def convert(
+    src: Annotated[str, typer.Argument(help="The original authors' checkpoint file.")],
+    from_format: Annotated[str, typer.Option("--from", help="Its format: {formats}.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for the attnfer checkpoint (model.safetensors + config).")],
+    class_names: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class names in the head's order (default: the original's order)."),
+    ] = None,
+    shortcut_weight: Annotated[
+        float | None,
+        typer.Option(help="Formats with a fusion shortcut: its weight lambda (default: the format's rule)."),
+    ] = None,
+) -> None:
+    """Import a checkpoint saved by the original authors' code into an attnfer checkpoint.
+
+    The result keeps the original's head, class order (mapped onto canonical names) and preprocessing, so predict,
+    explain, evaluate, export and serve use it as the original did. Files are read without unpickling objects."""
+    from .models import CheckpointError, convert_checkpoint, save_model
+
+    names = [n.strip() for n in class_names.split(",")] if class_names is not None else None
+    try:
+        model = convert_checkpoint(src, from_format, class_names=names, shortcut_weight=shortcut_weight)
+        path = save_model(model, out)
+    except (CheckpointError, ValueError, OSError) as e:
+        _fail(str(e))
+    imported = model.cfg.extra["imported"]
+    console.print(f"converted {src} ({from_format}) -> {path}: {model.model_name}, {model.num_classes} classes")
+    console.print(f"classes (head order): {', '.join(model.class_names)}")
+    for note in imported["notes"]:
+        console.print(f"  - {note}")
+    if model.cfg.batch_dependent:
+        console.print(
+            "[yellow]batch-dependent model (the original's attention across the batch): predict, serve and video "
+            "classify one face per forward pass[/yellow]"
+        )
 
 
 @app.command()
@@ -340,6 +393,7 @@ def predict(
     err_console.print(
         f"{summary.inputs} inputs ({summary.images} images, {summary.videos} videos, {summary.frames} frames): "
         f"{summary.faces} faces, {summary.no_face} without a face, {rec.detector.name} detector{rate}"
+        + (", one face per forward pass (batch-dependent model)" if rec.batch_dependent else "")
         + (f" -> {target}" if target else "")
     )
     for a in summary.annotated:
