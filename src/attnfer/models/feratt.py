@@ -20,10 +20,17 @@ Layouts:
 
 * ``layout="paper"`` (default; the commits of the paper era): 128x128 input, dilated centre (four chained
   3x3 convs, dilation 1-4, summed, ReLU), decoders with 4x4 transposed convs, 1-channel A, 32-channel F,
-  4 residual blocks, G_rec = 3x3 conv + ReLU + 1x1 conv, average pool 4 to 32x32.
+  4 residual blocks, G_rec = 3x3 conv + ReLU + 1x1 conv, average pool 4 (128 -> 32x32).
 * ``layout="code"`` (the released HEAD): 64x64 input, extra 2x2 max-pool after layer4, bilinear-upsample
   decoder blocks, A and F with ``num_classes`` channels, 8 residual blocks, G_rec on
-  concat(fusion, image, A) ending in BN + ReLU, a fixed affine "normalize layer", average pool 2.
+  concat(fusion, image, A) ending in BN + ReLU, a fixed affine "normalize layer", average pool 2 (64 -> 32x32).
+
+The pool factor is fixed per layout, as in the originals, so at another input size G_rep sees H/4 (paper) or
+H/2 (code), not 32x32. The code layout needs inputs divisible by 64 (as the original: its centre block upsamples
+the pooled layer4 output back to layer4's size).
+
+Importer: ``feratt_official`` (:func:`read_feratt_official`) reads the checkpoint container that the HEAD
+trainer writes (``chkNNNNNN.pth.tar`` / ``model_best.pth.tar``) into ``layout="code"`` without a representation.
 
 Deviations: the ResNet34 encoder's unused 1000-class fc (513,000 parameters, counted in the released
 totals) is dropped; the representation dim defaults to the paper's 64 (the HEAD scripts use 32, the
@@ -34,6 +41,7 @@ normalisation lived in an external package). The mix-up in the representation lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -45,10 +53,11 @@ import torchvision
 from ..preprocess import PreprocessConfig
 from ._base import IMAGENET_MEAN, IMAGENET_STD, AttentionMap, FERModel
 from ._cfg import ModelCfg, PretrainedSource
+from ._formats import OfficialFormatError, load_mapped, load_torch_file, register_format, state_dict_of
 from ._registry import register_model
 from .preact_resnet import PreActResNet18
 
-__all__ = ["FERAtt", "FERAttLoss", "attention_loss", "gmm_loss"]
+__all__ = ["FERAtt", "FERAttLoss", "attention_loss", "gmm_loss", "read_feratt_official"]
 
 # CIFAR-10 statistics of the HEAD "normalize layer" (fixed affine; values from the common CIFAR recipe).
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -176,6 +185,7 @@ class FERAtt(FERModel):
         self.num_classes = num_classes
         self.layout = layout
         self.input_size = 128 if layout == "paper" else 64
+        self.bridge_pool = 4 if layout == "paper" else 2  # I_att -> G_rep: average pool 4 (paper era) / 2 (HEAD)
         att_ch, ft_ch, nblocks = (1, 32, 4) if layout == "paper" else (num_classes, num_classes, 8)
         self.attention = AttentionUNet(att_ch, layout)
         self.features = FeatureNet(in_chans, ft_ch, nblocks)
@@ -211,9 +221,12 @@ class FERAtt(FERModel):
         return A, Fm, I_att
 
     def _bridge(self, I_att: torch.Tensor) -> torch.Tensor:
+        """I_att -> G_rep's input: the HEAD's fixed affine "normalize layer" (code layout), then an average pool by
+        the layout's fixed factor, as in the originals: 4 in the paper era (128 -> 32), 2 at HEAD (64 -> 32).
+        At other input sizes G_rep sees H/4 or H/2 (floored, as ``avg_pool2d`` does), like the original code."""
         if self.layout == "code":
             I_att = I_att * self.bridge_scale + self.bridge_shift
-        return F.adaptive_avg_pool2d(I_att, 32)  # (B, 3, 32, 32): average pool 4 (paper) or 2 (code)
+        return F.avg_pool2d(I_att, self.bridge_pool)  # (B, 3, H/k, W/k): 32x32 at the layout's default size
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         _, _, I_att = self.forward_attention(x)
@@ -399,3 +412,198 @@ class FERAttLoss(nn.Module):
 def feratt(num_classes: int = 7, **kwargs: Any) -> FERAtt:
     """FERAtt, paper-era layout: 128x128 input, 1-channel attention map, 32-channel features, z of 64."""
     return FERAtt(num_classes=num_classes, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Importer: the official trainer's checkpoint container
+# ------------------------------------------------------------------------------------------------
+#: Keys of the container ``AttentionNeuralNetAbstract.save`` writes (ferattention @ d0497bf, torchlib/attentionnet.py).
+_OFFICIAL_CONTAINER_KEYS = ("epoch", "arch", "imsize", "num_input_channels", "num_classes", "state_dict")
+#: The original's class order (FER+ order; every dataset is remapped to it); 7-class runs (BU-3DFE) drop contempt.
+_OFFICIAL_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+#: ``AttentionResNet`` registers the torchvision ResNet34's parts a second time (``conv1 = Sequential(encoder.conv1,
+#: encoder.bn1, relu, pool)``, ``conv2..conv5 = encoder.layer1..4``): these state-dict keys are the same tensors.
+_OFFICIAL_ALIASES = {
+    "attention_map.conv1.0.": "attention_map.encoder.conv1.",
+    "attention_map.conv1.1.": "attention_map.encoder.bn1.",
+    "attention_map.conv2.": "attention_map.encoder.layer1.",
+    "attention_map.conv3.": "attention_map.encoder.layer2.",
+    "attention_map.conv4.": "attention_map.encoder.layer3.",
+    "attention_map.conv5.": "attention_map.encoder.layer4.",
+}
+#: In the file, not in our model: the ResNet34's 1000-class fc, which the original never calls.
+_OFFICIAL_UNUSED = ("attention_map.encoder.fc.",)
+
+
+def _official_module_table() -> dict[str, str]:
+    """Official module path -> ours, for every module holding tensors in ``FERAttentionNet`` (HEAD,
+    ``torchlib/models/ferattentionnet.py``, backbone 'preactresnet'); a key is ``<module>.<tensor name>`` in both."""
+    t: dict[str, str] = {}
+    # G_att encoder: torchvision ResNet34 in both (same names below the encoder)
+    t["attention_map.encoder.conv1"] = "attention.encoder.conv1"
+    t["attention_map.encoder.bn1"] = "attention.encoder.bn1"
+    for layer, blocks in zip((1, 2, 3, 4), (3, 4, 6, 3), strict=True):
+        for b in range(blocks):
+            parts = ["conv1", "bn1", "conv2", "bn2"] + (
+                ["downsample.0", "downsample.1"] if layer > 1 and b == 0 else []
+            )
+            for part in parts:
+                t[f"attention_map.encoder.layer{layer}.{b}.{part}"] = f"attention.encoder.layer{layer}.{b}.{part}"
+    # G_att decoder: DecoderBlockV2 = (Upsample, cr1 = ConvRelu, cr2 = ConvRelu), ConvRelu = (conv, ReLU)
+    for block in ("center", "dec5", "dec4", "dec3", "dec2", "dec1"):
+        t[f"attention_map.{block}.cr1.conv"] = f"attention.{block}.1.0"
+        t[f"attention_map.{block}.cr2.conv"] = f"attention.{block}.2.0"
+    # G_att head: Sequential(ConvRelu(32, 32), Conv2d(32, C, 1))
+    t["attention_map.attention_map.0.conv"] = "attention.head.0.0"
+    t["attention_map.attention_map.1"] = "attention.head.1"
+    # G_ft: conv_input, feature = 8 residual blocks (conv1, LeakyReLU, conv2), conv_mid
+    t["conv_input"] = "features.conv_input"
+    for i in range(8):
+        t[f"feature.{i}.conv1"] = f"features.blocks.{i}.0"
+        t[f"feature.{i}.conv2"] = f"features.blocks.{i}.2"
+    t["conv_mid"] = "features.conv_mid"
+    # G_rec: reconstruction = Sequential(ConvRelu(2C + 3, 32), Conv2d(32, 3, 1)), then conv2_bn (+ ReLU)
+    t["reconstruction.0.conv"] = "reconstruction.0.0"
+    t["reconstruction.1"] = "reconstruction.1"
+    t["conv2_bn"] = "reconstruction.2"
+    # G_rep: netclass = PreActResNet18 (shortcut = Sequential(Conv2d 1x1)), linear -> our head
+    t["netclass.conv1"] = "classifier.conv1"
+    for layer in (1, 2, 3, 4):
+        for b in (0, 1):
+            for part in ("bn1", "conv1", "bn2", "conv2"):
+                t[f"netclass.layer{layer}.{b}.{part}"] = f"classifier.layer{layer}.{b}.{part}"
+            if layer > 1 and b == 0:
+                t[f"netclass.layer{layer}.{b}.shortcut.0"] = f"classifier.layer{layer}.{b}.shortcut"
+    t["netclass.linear"] = "classifier.head"
+    return t
+
+
+def _map_official_state_dict(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Our names for the official state dict: table lookups only; alias keys must equal their canonical tensor."""
+    table = _official_module_table()
+    mapped: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in sd.items():
+        if key.startswith(_OFFICIAL_UNUSED):
+            continue
+        alias = next((a for a in _OFFICIAL_ALIASES if key.startswith(a)), None)
+        if alias is not None:
+            canonical = _OFFICIAL_ALIASES[alias] + key[len(alias) :]
+            other = sd.get(canonical)
+            if other is None or other.shape != value.shape or not torch.equal(other, value):
+                raise OfficialFormatError(
+                    f"{path}: {key} should be the same tensor as {canonical} (FERAttentionNet registers the encoder's "
+                    "parts twice), but " + ("the latter is missing" if other is None else "they differ")
+                )
+            continue
+        module, _, leaf = key.rpartition(".")
+        if module not in table:
+            unknown.append(key)
+            continue
+        mapped[f"{table[module]}.{leaf}"] = value
+    if unknown:
+        raise OfficialFormatError(
+            f"{path} does not fit the feratt_official layout: {len(unknown)} key(s) of no FERAttentionNet module "
+            f"(e.g. {', '.join(unknown[:3])})"
+        )
+    return mapped
+
+
+def _official_value(x: Any) -> Any:
+    return x.item() if isinstance(x, torch.Tensor) and x.numel() == 1 else x
+
+
+@register_format(
+    "feratt_official",
+    model="feratt",
+    description="pedrodiamel/ferattention trainer's chkNNNNNN.pth.tar / model_best.pth.tar (arch 'ferattention', "
+    "HEAD FERAttentionNet) -> feratt layout='code'",
+)
+def read_feratt_official(path: Path) -> FERAtt:
+    """Import a checkpoint of the original FERAtt trainer (pedrodiamel/ferattention @ d0497bf, ``train.py`` with
+    ``--arch ferattention``; ``AttentionNeuralNetAbstract.save`` in ``torchlib/attentionnet.py``).
+
+    The file is ``torch.save({'epoch', 'arch', 'imsize', 'num_output_channels', 'num_input_channels', 'num_classes',
+    'state_dict', 'prec', 'optimizer'})``; ``state_dict`` is ``FERAttentionNet``'s, which becomes
+    ``create_model("feratt", num_classes, layout="code", representation_dim=None)`` (its ``netclass`` is a
+    PreActResNet18 with ``linear`` 512->C and no representation layer) through an explicit table of module names
+    (:func:`_official_module_table`). Skipped: the 216 alias keys (``attention_map.conv1..conv5``, the encoder's parts
+    registered twice; each must equal its canonical tensor), the ResNet34's unused ``fc`` and the optimizer state.
+
+    The model gets the original's class order (the FER+ order: 8 classes, or the first 7 for BU-3DFE runs) and its
+    evaluation preprocessing (``get_transforms_det``): squash-resize to ``imsize`` with cv2 INTER_LINEAR (bilinear,
+    no antialiasing), grey replicated to 3 channels, x / 255 with no mean/std. Deviation: attnfer converts to grey
+    before resizing (the original after); both are linear, so they differ by uint8 rounding only.
+
+    Raises:
+        OfficialFormatError: the file is not a torch.save file of tensors, not this container, another ``arch`` of
+            the repository (the GMM / STN variants), or its tensors do not fit; the message names the file.
+    """
+    from ._registry import create_model
+
+    ck = load_torch_file(path, "a FERAtt training checkpoint")
+    if not isinstance(ck, dict) or any(k not in ck for k in _OFFICIAL_CONTAINER_KEYS):
+        top = ", ".join(map(str, list(ck)[:8])) if isinstance(ck, dict) else type(ck).__name__
+        raise OfficialFormatError(
+            f"{path}: not a ferattention training checkpoint (expected the keys {', '.join(_OFFICIAL_CONTAINER_KEYS)}"
+            f" that AttentionNeuralNetAbstract.save writes; top-level: {top})"
+        )
+    arch = ck["arch"]
+    if arch != "ferattention":
+        raise OfficialFormatError(
+            f"{path}: arch {arch!r} is not supported; feratt_official reads checkpoints of arch 'ferattention' "
+            "(FERAttentionNet) only, not the repository's other networks (the GMM / STN variants)"
+        )
+    num_classes, imsize, channels = (_official_value(ck[k]) for k in ("num_classes", "imsize", "num_input_channels"))
+    for name, value in (("num_classes", num_classes), ("imsize", imsize), ("num_input_channels", channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise OfficialFormatError(f"{path}: container field {name!r} is {value!r}, expected a positive integer")
+    if channels != 3:
+        raise OfficialFormatError(f"{path}: num_input_channels {channels}: attnfer's FERAtt takes 3-channel input")
+    if imsize % 64:
+        raise OfficialFormatError(
+            f"{path}: imsize {imsize}: FERAttentionNet runs only at sizes divisible by 64 (its centre block "
+            "upsamples the pooled layer4 output back to layer4's size)"
+        )
+    sd = state_dict_of(ck, path, ("state_dict",), "FERAttentionNet")
+    mapped = _map_official_state_dict(sd, path)
+
+    model = create_model("feratt", num_classes=num_classes, layout="code", representation_dim=None)
+    load_mapped(model, mapped, path, "feratt_official")
+    model.input_size = imsize
+    # attnfer's canonical order is the original's (FER+); known for 8 classes and 7 (BU-3DFE, without contempt):
+    # for other counts the names must be given (convert_checkpoint asks for them)
+    names = list(_OFFICIAL_CLASSES[:num_classes]) if num_classes in (7, 8) else []
+    model.class_names = names or None
+    model.cfg = model.cfg.replace(
+        input_size=(3, imsize, imsize),
+        interpolation="bilinear",
+        antialias=False,
+        crop_pct=1.0,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        grayscale=True,
+        class_names=tuple(names) or None,
+        deviations=(
+            "ResNet34 encoder without its unused 1000-class fc (in the official file, skipped at import)",
+            "grey computed on the uint8 face before the resize (the original converts after resizing)",
+        ),
+    )
+    epoch, prec = _official_value(ck.get("epoch")), _official_value(ck.get("prec"))
+    prec = f"{prec:.4g}" if isinstance(prec, float) else prec
+    model.import_notes = [
+        f"read the container fields arch ({arch}), num_classes ({num_classes}), imsize ({imsize}), "
+        f"num_input_channels ({channels}) and state_dict ({len(sd)} keys: {len(mapped)} tensors loaded, the alias "
+        "keys attention_map.conv1-conv5 checked equal to the encoder's and skipped, the unused "
+        "attention_map.encoder.fc skipped)",
+        f"checkpoint epoch {epoch} (the trainer stores its 0-based epoch + 1: the epochs completed); prec {prec} "
+        "(the trainer's best validation top-1 so far)",
+        f"num_output_channels ({_official_value(ck.get('num_output_channels'))}) ignored: FERAttentionNet does not "
+        "use it; the optimizer state was ignored",
+        f"class order of the original (FER+ order, {num_classes} classes): {', '.join(names)}"
+        if names
+        else f"no known class order for {num_classes} classes (ferattention's runs use 8, or 7 on BU-3DFE)",
+        f"preprocessing of the original's evaluation transform: squash-resize to {imsize}x{imsize} bilinear without "
+        "antialiasing (cv2 INTER_LINEAR), grey replicated to 3 channels, x / 255 (mean 0, std 1)",
+    ]
+    return model.eval()
