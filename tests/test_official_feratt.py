@@ -243,3 +243,61 @@ def test_seven_class_container_gets_the_bu3dfe_class_order(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), ours(x))
     assert "epoch 7" in " ".join(model.cfg.extra["imported"]["notes"])
+
+
+# ---- the command line on the converted checkpoint: convert, predict, export (parity), evaluate --------------------
+@pytest.fixture(scope="module")
+def converted_dir(container, tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    from attnfer.cli import app
+
+    out = tmp_path_factory.mktemp("feratt_cli") / "ckpt"
+    result = CliRunner().invoke(app, ["convert", str(container), "--from", FORMAT, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_converted_checkpoint_exports_with_parity(converted_dir, inputs, tmp_path):
+    import onnxruntime as ort
+
+    from attnfer.inference.onnx_export import export_onnx
+
+    model = load_model(converted_dir).eval()
+    with torch.no_grad():
+        ref = model(inputs).numpy()
+    sess = ort.InferenceSession(
+        str(export_onnx(converted_dir, tmp_path / "m.onnx")), providers=["CPUExecutionProvider"]
+    )
+    got = sess.run(None, {sess.get_inputs()[0].name: inputs.numpy()})[0]
+    assert float(np.abs(got - ref).max()) <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_converted_checkpoint_predicts_and_evaluates_on_a_7_class_set(converted_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from attnfer.cli import app
+    from attnfer.data.synthfer import generate
+
+    runner = CliRunner()
+    names = json.loads((converted_dir / "config.json").read_text())["class_names"]
+    face = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 80, 3), dtype=np.uint8)).save(face)
+    result = runner.invoke(
+        app, ["predict", str(face), "-m", str(converted_dir), "--detector", "none", "--out", str(tmp_path / "p")]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "p" / "predictions.json").read_text())["rows"]
+    assert list(row["probabilities"]) == names and row["label"] in names
+    if "contempt" not in names:
+        return
+    root = generate(tmp_path / "synthfer", n=28, size=64, seed=2, workers=1)  # 7 classes, attnfer's order
+    out = tmp_path / "eval"
+    args = ["evaluate", str(converted_dir), "--data", "synthfer", "--root", str(root), "--split", "test"]
+    result = runner.invoke(app, [*args, "--samples", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = json.dumps(json.loads((out / "evaluation.json").read_text()))
+    assert "contempt" in text  # reported as left out of the decision
+    assert "contempt" in (out / "report.html").read_text()
