@@ -25,8 +25,8 @@ Deviations from the original, all deliberate:
 * Two trunks. ``trunk="keras"`` is Keras' MobileNet exactly (:class:`KerasMobileNetV1Trunk`: stride-2
   convolutions padded bottom/right, BatchNorm epsilon 1e-3) and takes Keras' ImageNet file
   ``mobilenet_1_0_224_tf_no_top.h5``, the paper's starting point; with the same weights it reproduces the
-  original's outputs (5e-5 in the logits, measured). ``trunk="timm"`` (the default) is timm's ``mobilenetv1_100`` (symmetric padding,
-  epsilon 1e-5), which differs from Keras by up to 12 in the logits with the same weights. The default stays timm
+  original's outputs (5e-5 in the logits, measured). ``trunk="timm"`` (the default) is timm's
+  ``mobilenetv1_100`` (symmetric padding, epsilon 1e-5), which differs from Keras by up to 12 in the logits with the same weights. The default stays timm
   because its ImageNet weights come from the Hugging Face hub with the hub's own verification (Keras publishes no
   checksum for its file), are a 2024 retraining with timm's ``ra4`` recipe (Keras' file is the 2017 release, 70.6%
   ImageNet top-1 by Keras' documentation), and because checkpoints saved before the Keras trunk existed are timm
