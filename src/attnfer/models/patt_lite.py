@@ -22,16 +22,16 @@ Deviations from the original, all deliberate:
 * ``attention="batch"`` reproduces the original exactly (softmax(scale * X X^T) X over the batch) for
   reproducing published numbers only; it warns at construction and its config is flagged
   ``batch_dependent``.
-* Two trunks. ``trunk="keras"`` is Keras' MobileNet exactly (:class:`KerasMobileNetV1Trunk`: stride-2
-  convolutions padded bottom/right, BatchNorm epsilon 1e-3) and takes Keras' ImageNet file
-  ``mobilenet_1_0_224_tf_no_top.h5``, the paper's starting point; with the same weights it reproduces the
-  original's outputs (5e-5 in the logits, measured). ``trunk="timm"`` (the default) is timm's
-  ``mobilenetv1_100`` (symmetric padding, epsilon 1e-5), which differs from Keras by up to 12 in the logits with the same weights. The default stays timm
-  because its ImageNet weights come from the Hugging Face hub with the hub's own verification (Keras publishes no
-  checksum for its file), are a 2024 retraining with timm's ``ra4`` recipe (Keras' file is the 2017 release, 70.6%
-  ImageNet top-1 by Keras' documentation), and because checkpoints saved before the Keras trunk existed are timm
-  ones; choose ``trunk="keras"`` to reproduce the paper from the paper's weights, and for the authors' files
-  (``attnfer convert --from patt_lite_keras``). Both trunks expect [-1, 1] inputs.
+* Two trunks. ``trunk="keras"`` is Keras' MobileNet exactly (:class:`KerasMobileNetV1Trunk`: stride-2 convolutions
+  padded bottom/right, BatchNorm epsilon 1e-3) and takes Keras' ImageNet file ``mobilenet_1_0_224_tf_no_top.h5``,
+  the paper's starting point; with the same weights it reproduces the original's outputs (5e-5 in the logits,
+  measured). ``trunk="timm"`` (the default) is timm's ``mobilenetv1_100`` (symmetric padding, epsilon 1e-5), which
+  differs from Keras by up to 12 in the logits with the same weights. The default stays timm because its ImageNet
+  weights come from the Hugging Face hub with the hub's own verification (Keras publishes no checksum for its file),
+  are a 2024 retraining with timm's ``ra4`` recipe (Keras' file is the 2017 release, 70.6% ImageNet top-1 by Keras'
+  documentation), and because checkpoints saved before the Keras trunk existed are timm ones; choose
+  ``trunk="keras"`` to reproduce the paper from the paper's weights, and for the authors' files (``attnfer convert
+  --from patt_lite_keras``). Both trunks expect [-1, 1] inputs.
 * ``unfreeze_last_n`` really unfreezes backbone layers; the original's fine-tuning phase computed a
   start index of -1 and left the whole backbone frozen.
 """
