@@ -8,6 +8,7 @@ model, and consumers that need no weights (ONNX export, the service) read the co
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,11 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file (truncated or foreign?): {e}") from e
-    model = create_model(config["model"], num_classes=config["num_classes"], **config["kwargs"])
+    with warnings.catch_warnings():
+        # a saved batch-dependent model says so in its config, which every consumer reads (one face per pass);
+        # the construction-time warning is for people who build one
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*attention='batch'")
+        model = create_model(config["model"], num_classes=config["num_classes"], **config["kwargs"])
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
