@@ -8,6 +8,11 @@ It writes into an output (run) directory everything :func:`attnfer.engine.report
     confusion_<which>_<split>.png    normalised confusion matrix of each checkpoint and split
     samples.json, samples/<k>.png    seeded test faces at the model's input size with its first attention overlay
     data.json, environment.json      the data's counts and provenance, versions and device (when not there yet)
+
+Classes are matched by name, never by position (:func:`class_mapping`): a model whose head is in another order (an
+author's checkpoint imported as it was trained) is scored in the dataset's order, and the model's classes that the
+dataset lacks are left out of the decision and recorded (``left_out_classes``). Every number and picture is in the
+dataset's class order and names.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..files import atomic_write, write_json
 
 __all__ = [
     "batch_invariance",
+    "class_mapping",
     "classification_metrics",
     "environment",
     "evaluate_checkpoints",
@@ -40,14 +46,91 @@ __all__ = [
 MAIN_SPLITS = ("train", "validation", "test")
 
 
+def _name_key(name: str) -> str:
+    """A class name as it is compared: its canonical expression name, else stripped and lower-cased."""
+    from ..data.labels import normalize_name
+
+    try:
+        return normalize_name(str(name))
+    except ValueError:
+        return str(name).strip().lower()
+
+
+def class_mapping(
+    model_classes: Sequence[str] | None,
+    dataset_classes: Sequence[str],
+    *,
+    num_outputs: int | None = None,
+    dataset: str = "the dataset",
+) -> tuple[np.ndarray, list[str]]:
+    """Which model output scores each dataset class: the one rule by which every evaluation decides.
+
+    Returns ``(index, left_out)``: ``index[k]`` is the model output of dataset class ``k`` (int64, one entry per
+    dataset class, in the dataset's order) and ``left_out`` lists the model's classes that the dataset lacks, in the
+    model's order.
+
+    Rule: classes are matched by canonical name (:func:`attnfer.data.labels.normalize_name`, so "happy" is
+    "happiness"; names that are no expression name are compared stripped and lower-cased), never by position. A head
+    in another order (an author's checkpoint, e.g. an alphabetical anger, disgust, fear, ...) is scored in
+    the dataset's order without being permuted. Model classes the dataset lacks (contempt on a 7-class set)
+    take no part in the decision: a prediction is the argmax over the outputs ``index`` alone, and the
+    probabilities shown are the softmax over those outputs alone (the model's probabilities renormalised over the
+    classes that take part). A model without class names (``model_classes`` None) is positional: its
+    ``num_outputs`` must equal the number of dataset classes.
+
+    Raises ``ValueError`` when a dataset class is not among the model's classes (naming the class, the model's
+    classes and ``dataset``), when the model names a class twice, or when an unnamed model's output count differs
+    from the dataset's class count.
+    """
+    dataset_classes = [str(c) for c in dataset_classes]
+    if model_classes is None:
+        if num_outputs is None:
+            raise ValueError("a model without class names needs num_outputs to be mapped positionally")
+        if num_outputs != len(dataset_classes):
+            raise ValueError(
+                f"the model has {num_outputs} unnamed outputs but {dataset} has {len(dataset_classes)} classes "
+                f"{dataset_classes}: without class names the outputs can only be taken in the dataset's order"
+            )
+        return np.arange(num_outputs, dtype=np.int64), []
+    model_classes = [str(c) for c in model_classes]
+    if num_outputs is not None and num_outputs != len(model_classes):
+        raise ValueError(f"the model has {num_outputs} outputs but {len(model_classes)} class names {model_classes}")
+    position: dict[str, int] = {}
+    for i, name in enumerate(model_classes):
+        key = _name_key(name)
+        if key in position:
+            raise ValueError(
+                f"the model names '{key}' twice ({model_classes}): its outputs cannot be mapped onto classes by name"
+            )
+        position[key] = i
+    missing = [c for c in dataset_classes if _name_key(c) not in position]
+    if missing:
+        raise ValueError(
+            f"{dataset} has {', '.join(repr(c) for c in missing)}, which the model does not predict: "
+            f"the model predicts {model_classes} but {dataset} has {dataset_classes}"
+        )
+    index = np.array([position[_name_key(c)] for c in dataset_classes], dtype=np.int64)
+    taken = set(index.tolist())
+    return index, [name for i, name in enumerate(model_classes) if i not in taken]
+
+
 @torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, C), targets (N,)) in the loader's order; targets become hard labels."""
+def predict_loader(
+    model: torch.nn.Module, loader: DataLoader, device: str = "cpu", index: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, C), targets (N,)) in the loader's order; targets become hard labels.
+
+    ``index`` (from :func:`class_mapping`): the probabilities are the softmax over those model outputs alone, column
+    ``k`` for output ``index[k]`` (the dataset's class order); None: over all outputs in the model's order."""
     model.eval().to(device)
+    cols = None if index is None else torch.as_tensor(np.asarray(index), dtype=torch.long, device=device)
     probs, targets = [], []
     for batch in loader:
         x, y = batch[0], batch[1]
-        probs.append(model(x.to(device)).float().softmax(1).cpu())
+        logits = model(x.to(device)).float()
+        if cols is not None:
+            logits = logits[:, cols]
+        probs.append(logits.softmax(1).cpu())
         targets.append(y if y.dim() == 1 else y.argmax(1))
     return torch.cat(probs).numpy(), torch.cat(targets).numpy()
 
@@ -89,18 +172,24 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
 
 
 def batch_invariance(
-    model: torch.nn.Module, dataset: Any, max_samples: int = 512, device: str = "cpu", large_batch: int = 64
+    model: torch.nn.Module,
+    dataset: Any,
+    max_samples: int = 512,
+    device: str = "cpu",
+    large_batch: int = 64,
+    index: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Accuracy at batch size 1 vs ``large_batch`` on the same samples (shuffled, fixed seed).
 
     A model whose predictions depend on the batch (``cfg.batch_dependent``) fails: its accuracy and predictions
-    differ. Passing requires identical predicted labels.
+    differ. Passing requires identical predicted labels. ``index`` (from :func:`class_mapping`) decides as the
+    evaluation does: labels are the argmax over those outputs (dataset order); None: positional, all outputs.
     """
     n = min(max_samples, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist()
     subset = torch.utils.data.Subset(dataset, order)
-    p1, y = predict_loader(model, DataLoader(subset, batch_size=1), device)
-    pb, _ = predict_loader(model, DataLoader(subset, batch_size=large_batch), device)
+    p1, y = predict_loader(model, DataLoader(subset, batch_size=1), device, index)
+    pb, _ = predict_loader(model, DataLoader(subset, batch_size=large_batch), device, index)
     changed = int((p1.argmax(1) != pb.argmax(1)).sum())
     return {
         "samples": n,
@@ -220,12 +309,20 @@ def write_samples(
     """``n`` seeded samples of ``dataset`` (a plain :class:`~attnfer.data.FERDataset`: uint8 faces, labels) as
     ``samples/<k>.png`` (the face at the model's input size with the model's first overlay attention map) and
     ``samples.json`` (file, true and predicted label, probability, attention title). Each face is classified
-    alone (batch of 1) from the model's own preprocessing. Returns the samples.json content (None when n <= 0)."""
+    alone (batch of 1) from the model's own preprocessing. Returns the samples.json content (None when n <= 0).
+
+    Classes are mapped by name (:func:`class_mapping` of the model's and the dataset's class names): the predicted
+    label is a dataset class, and its probability is the softmax over the model outputs of the dataset's classes
+    (renormalised without the model's classes the dataset lacks, listed as ``classes_left_out``)."""
     from PIL import Image
 
     from ..preprocess import resize_face
     from ..preprocess.torch_ops import build_transform
 
+    names = list(dataset.class_names)
+    index, left_out = class_mapping(
+        model.class_names or None, names, num_outputs=model.num_classes, dataset=getattr(dataset, "name", "the dataset")
+    )
     out_dir = Path(out_dir)
     _clear_samples(out_dir)  # a previous evaluation's
     if n <= 0 or len(dataset) == 0:
@@ -234,13 +331,13 @@ def write_samples(
     model.eval()
     device = next(model.parameters()).device
     tf = build_transform(model.cfg)
-    names = list(dataset.class_names)
+    cols = torch.as_tensor(index, dtype=torch.long, device=device)
     idx = np.random.default_rng(seed).choice(len(dataset), size=min(n, len(dataset)), replace=False)
     rows = []
     for k, i in enumerate(int(j) for j in idx):
         image = dataset.load_image(i)
         x = tf(image)[None].to(device)
-        p = model(x).float().softmax(1)[0].cpu()
+        p = model(x).float()[:, cols].softmax(1)[0].cpu()
         overlays = [m for m in model.attention_maps(x) if m.overlay]
         face = resize_face(np.ascontiguousarray(image), model.cfg.preprocess)
         shown = _overlay(face, overlays[0].data if overlays else None)
@@ -265,6 +362,7 @@ def write_samples(
         "seed": seed,
         "input_size": list(model.cfg.input_size),
         "note": note,
+        "classes_left_out": left_out,
         "samples": rows,
     }
     write_json(out_dir / "samples.json", info)
@@ -335,8 +433,15 @@ def evaluate_checkpoints(
     on composited evaluation images as training validated on them, and the samples are the plain test faces: the
     model's input contract (compositing is a choice of training data).
 
-    Returns the content of ``evaluation.json``; raises ``ValueError`` when a model's class names differ from the
-    data's, :class:`~attnfer.models.CheckpointError` for a bad saved directory.
+    Classes are mapped by name (:func:`class_mapping`): the dataset's classes are looked up among the model's, so a
+    head in another order is scored in the dataset's order; the model's classes the dataset lacks are left out of
+    the decision (argmax over the others) and recorded per checkpoint (``model_classes``, ``class_mapping``:
+    dataset class -> model output, ``left_out_classes``); a model without class names is taken positionally. Every
+    checkpoint is checked before any inference.
+
+    Returns the content of ``evaluation.json``; raises ``ValueError`` when a dataset class is not among a model's
+    classes (or an unnamed model's output count differs from the dataset's), :class:`~attnfer.models.CheckpointError`
+    for a bad saved directory.
     """
     from ..data import DatasetSplits
     from ..models import load_model
@@ -351,9 +456,10 @@ def evaluate_checkpoints(
     items = _checkpoint_list(checkpoints)
     if not items:
         raise ValueError("no checkpoint to evaluate")
-    for _, source in items:  # a bad checkpoint fails before any data is loaded
+    configs: dict[str, dict[str, Any]] = {}
+    for which, source in items:  # a bad checkpoint fails before any data is loaded
         if isinstance(source, str | Path):
-            read_config(source)
+            configs[which] = read_config(source)
     cfg: Any = None
     if isinstance(data, FERDataModule):
         cfg, splits_data = data.cfg, data.data
@@ -373,6 +479,15 @@ def evaluate_checkpoints(
     for split in splits:
         splits_data[split]  # a KeyError naming the splits there are
     dtype = _autocast(precision, device)
+    mappings: dict[str, tuple[np.ndarray, list[str], list[str] | None]] = {}
+    for which, source in items:  # every checkpoint's classes are checked before any inference
+        if which in configs:
+            model_classes, num_outputs = configs[which].get("class_names"), configs[which]["num_classes"]
+        else:
+            model_classes, num_outputs = getattr(source, "class_names", None), source.num_classes
+        model_classes = list(model_classes) if model_classes else None
+        index, left_out = class_mapping(model_classes, class_names, num_outputs=num_outputs, dataset=splits_data.name)
+        mappings[which] = (index, left_out, model_classes)
 
     report: dict[str, Any] = {
         "selection": selection or "",
@@ -398,14 +513,16 @@ def evaluate_checkpoints(
             report["checkpoints"][which] = {**report["checkpoints"][earlier], "same_as": earlier}
             continue
         model = load_model(path) if path is not None else source
-        if model.class_names and list(model.class_names) != class_names:
-            raise ValueError(f"the model predicts {list(model.class_names)} but {splits_data.name} has {class_names}")
-        if model.num_classes != len(class_names):
-            raise ValueError(f"the model has {model.num_classes} outputs but {splits_data.name} has {class_names}")
+        index, left_out, model_classes = mappings[which]
         report["model"] = report["model"] or getattr(model, "model_name", "") or type(model).__name__
         dm = data if isinstance(data, FERDataModule) else FERDataModule(cfg, splits_data, model.cfg)
         batch_dependent = bool(model.cfg.batch_dependent)
-        entry: dict[str, Any] = {"batch_dependent": batch_dependent}
+        entry: dict[str, Any] = {
+            "batch_dependent": batch_dependent,
+            "model_classes": model_classes,
+            "class_mapping": {c: int(i) for c, i in zip(class_names, index, strict=True)},
+            "left_out_classes": left_out,
+        }
         if path is not None:
             entry["path"] = str(path)
         if selected_at is not None:
@@ -415,7 +532,7 @@ def evaluate_checkpoints(
             loader = dm.eval_loader(split, shuffle_seed=0 if batch_dependent else None)
             precision_ctx = torch.autocast(device.split(":")[0], dtype=dtype) if dtype is not None else nullcontext()
             with precision_ctx:
-                probs, y = predict_loader(model, loader, device)
+                probs, y = predict_loader(model, loader, device, index)
             metrics = classification_metrics(y, probs.argmax(1), class_names)
             entry[split] = metrics
             if out is not None and which == items[0][0] and split == splits[0]:  # the report's picture
@@ -427,7 +544,7 @@ def evaluate_checkpoints(
                 )
         if check_batch_invariance:
             entry["batch_invariance"] = batch_invariance(
-                model, dm.dataset(splits[0], train=False), max_samples=invariance_samples, device=device
+                model, dm.dataset(splits[0], train=False), max_samples=invariance_samples, device=device, index=index
             )
         if batch_dependent:
             entry["warning"] = (

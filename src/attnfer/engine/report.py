@@ -4,6 +4,10 @@ The report is a view: it reads only files in the directory, as training and :fun
 evaluate_checkpoints` wrote them (``evaluation.json``, ``confusion_*.png``, ``samples.json`` + ``samples/``,
 ``curves.json`` + ``curves.png``, ``data.json``, ``environment.json``, ``config.yaml`` shown as text); it loads
 no recipe, model or dataset. A missing optional file leaves its section out.
+
+Classes: the evaluation maps the dataset's classes onto the model's outputs by name; the report says, per
+checkpoint, when the model's classes are in another order than the dataset's (mapped by name) and which of the
+model's classes were left out of the decision because the dataset lacks them (``left_out_classes``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,20 @@ def _is_metrics(m: Any) -> bool:
     return isinstance(m, dict) and "accuracy" in m
 
 
+def _class_notes(checkpoints: dict[str, Any], dataset_classes: list[str]) -> list[dict[str, Any]]:
+    """Per checkpoint (not a ``same_as`` copy): the model's classes when their order differs from the dataset's, and
+    the model's classes left out of the decision; checkpoints with neither give no note."""
+    notes = []
+    for which, e in checkpoints.items():
+        if e.get("same_as"):
+            continue
+        model_classes = e.get("model_classes")
+        left_out = list(e.get("left_out_classes") or [])
+        if left_out or (model_classes and list(model_classes) != list(dataset_classes)):
+            notes.append({"which": which, "model_classes": model_classes or [], "left_out": left_out})
+    return notes
+
+
 def _context(run_dir: Path) -> dict[str, Any]:
     recipe = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
     config = {}
@@ -82,6 +100,7 @@ def _context(run_dir: Path) -> dict[str, Any]:
         for w, e in checkpoints.items()
         if e.get("batch_dependent") and not e.get("same_as")
     ]
+    ctx["class_notes"] = _class_notes(checkpoints, evaluation.get("class_names") or [])
     ctx["results"] = [
         {"which": w, "split": s, "m": m, "same_as": e.get("same_as")}
         for w, e in checkpoints.items()
@@ -136,6 +155,7 @@ def _context(run_dir: Path) -> dict[str, Any]:
             "split": samples.get("split"),
             "checkpoint": samples.get("checkpoint"),
             "note": samples.get("note"),
+            "left_out": samples.get("classes_left_out") or [],
             "attention": sorted({s["attention"] for s in items if s.get("attention")}),
         }
     ctx["data"] = (
