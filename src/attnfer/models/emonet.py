@@ -235,7 +235,7 @@ def import_emonet_official(path: Path, shortcut_weight: float | None = None) -> 
 
     The shortcut weight lambda comes from ``shortcut_weight``, else from a file name like ``RAFDB_a_0.5_0.913.pth``
     (``_a_<lambda>_``), else the released code's 0.8; ``model.import_notes`` says which rule applied. Class order:
-    AffectNet's codes for a file named after AffectNet, else RAF-DB's (the README's).
+    AffectNet's codes for 8 classes and for a 7-class file named after AffectNet, else RAF-DB's (the README's).
     """
     sd = state_dict_of(load_torch_file(path, "an EMO-Net state dict"), path, ("state_dict",), "an EMO-Net state dict")
     if "classifier.1.weight" not in sd or not any(".channel.conv1." in k for k in sd):
@@ -254,8 +254,9 @@ def import_emonet_official(path: Path, shortcut_weight: float | None = None) -> 
     num_classes = int(sd["classifier.1.weight"].shape[0])
     model = create_model("emonet", num_classes=num_classes, shortcut_weight=shortcut_weight)
     load_mapped(model, {_official_key(k): v for k, v in sd.items()}, path, "emonet_official")
-    affectnet = "affectnet" in path.name.lower()
-    if affectnet and num_classes in (7, 8):
+    # the released 8-class checkpoints are AffectNet-8 ones; a 7-class file is AffectNet-7 when its name says so
+    affectnet = num_classes == 8 or (num_classes == 7 and "affectnet" in path.name.lower())
+    if affectnet:
         model.class_names = list(AFFECTNET_CLASSES[:num_classes])
         order = "AffectNet's own codes 0-7 (assumed: the repository's AffectNet lists are 0-based, order undocumented)"
     elif num_classes == len(RAFDB_CLASSES):
