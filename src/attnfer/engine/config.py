@@ -200,7 +200,9 @@ class TrainerConfig(_Section):
     devices: Any = "auto"
     num_nodes: PositiveInt = 1
     strategy: Str = "auto"
-    precision: Str = "32-true"  #: e.g. bf16-mixed (CPU and GPU), 16-mixed (GPU)
+    #: ``auto`` (bf16-mixed on GPUs with BF16 and CPUs with native BF16, 16-mixed on older GPUs, else 32-true; see
+    #: attnfer.hardware) or a Lightning precision string (32-true, bf16-mixed, 16-mixed)
+    precision: Str = "auto"
     accumulate_grad_batches: PositiveInt = 1
     deterministic: Bool = False
     channels_last: Bool = False

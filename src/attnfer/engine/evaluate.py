@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..files import atomic_write, write_json
+from ..hardware import resolve_precision
 
 __all__ = [
     "batch_invariance",
@@ -255,6 +256,7 @@ def environment() -> dict[str, Any]:
     import torchvision
 
     from .. import __version__
+    from ..hardware import describe_machine
 
     return {
         "attnfer": __version__,
@@ -268,6 +270,7 @@ def environment() -> dict[str, Any]:
         "cuda": torch.cuda.is_available(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(),
+        "machine": describe_machine(),
         "command": sys.argv,
     }
 
@@ -422,7 +425,8 @@ def evaluate_checkpoints(
             ``data`` section (e.g. ``{"name": "rafdb", "root": "/data/RAF-DB/basic"}``, loaded likewise).
         out_dir: where the files go (created); None computes only.
         splits: splits to evaluate; default ``test`` and the dataset's extra evaluation subsets.
-        precision: the training precision (Lightning string): evaluation runs in it (bf16 autocast for ``bf16*``).
+        precision: the training precision (Lightning string): evaluation runs in it (bf16 autocast for ``bf16*``);
+            None or ``auto``: the machine's rule (:func:`attnfer.hardware.resolve_precision`).
             Batch invariance always runs in float32 (the check is about the model's arithmetic, not rounding).
         check_batch_invariance: run :func:`batch_invariance` on the first split.
         samples: number of seeded test faces written with their attention (0: none).
@@ -478,6 +482,8 @@ def evaluate_checkpoints(
     splits = list(splits)
     for split in splits:
         splits_data[split]  # a KeyError naming the splits there are
+    # the training precision, or the machine's rule (attnfer.hardware: bf16 only where it is native)
+    precision = resolve_precision(precision or "auto", "cuda" if str(device).startswith("cuda") else "cpu")
     dtype = _autocast(precision, device)
     mappings: dict[str, tuple[np.ndarray, list[str], list[str] | None]] = {}
     for which, source in items:  # every checkpoint's classes are checked before any inference
@@ -494,7 +500,7 @@ def evaluate_checkpoints(
         "dataset": splits_data.name,
         "class_names": class_names,
         "splits": splits,
-        "precision": str(precision or "32-true"),
+        "precision": precision,
         "device": device,
         "model": None,
         "checkpoints": {},

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .config import PhaseConfig, TrainConfig
+from .schedule import SchedulePlan, lr_factor
 
 __all__ = ["FERModule", "split_batch"]
 
@@ -33,14 +34,17 @@ class FERModule(L.LightningModule):
         self.model, self.cfg = model, cfg
         self.num_classes = model.num_classes
         self.phase: PhaseConfig = cfg.phases[0]
+        self.schedule_plan = SchedulePlan(epochs=self.phase.epochs, steps_per_epoch=0)
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(0))
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_bacc = MulticlassAccuracy(self.num_classes, average="macro")
         model.configure_loss(**cfg.loss)  # the recipe's loss options; unknown ones fail here, before training
 
-    def set_phase(self, phase: PhaseConfig) -> None:
+    def set_phase(self, phase: PhaseConfig, plan: SchedulePlan | None = None) -> None:
+        """The phase to train next and its schedule plan (default: the recipe's epochs, no budget)."""
         self.phase = phase
+        self.schedule_plan = plan or SchedulePlan(epochs=phase.epochs, steps_per_epoch=0)
 
     def forward(self, x: torch.Tensor):
         return self.model(x)
@@ -102,15 +106,18 @@ class FERModule(L.LightningModule):
         if s.name == "inverse_time":  # Keras InverseTimeDecay(lr, decay_steps, 1) applied per epoch
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 / (1.0 + e / s.decay_epochs))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = int(self.trainer.estimated_stepping_batches)
-        if s.name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=s.min_lr)
-        elif s.name == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=o.lr, total_steps=max(2, total), pct_start=s.warmup_fraction
-            )
-        else:
+        if s.name not in ("cosine", "onecycle"):
             raise ValueError(f"schedule.name must be none, plateau, inverse_time, cosine or onecycle, got {s.name!r}")
+        # a step schedule over the phase's plan: epochs x steps per epoch, refitted by TimeBudget under max_minutes
+        plan = self.schedule_plan
+        if not plan.planned:
+            plan.steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, plan.epochs))
+        min_factor = s.min_lr / o.lr
+
+        def factor(step: int) -> float:
+            return lr_factor(s.name, step, plan.total_steps, s.warmup_fraction, min_factor)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -123,6 +123,13 @@ def _context(run_dir: Path) -> dict[str, Any]:
                     "samples": bi.get("samples"),
                 }
             )
+    phase_names = [p.get("name") for p in config.get("phases", [])] if isinstance(config, dict) else []
+    ctx["schedule"] = []
+    for path in sorted(run_dir.glob("schedule_phase*.json")):
+        plan = _json(path) or {}
+        k = int(path.stem.removeprefix("schedule_phase") or 0)
+        name = phase_names[k] if k < len(phase_names) and phase_names[k] else f"phase {k}"
+        ctx["schedule"].append({"phase": name, **plan})
     primary = next(iter(checkpoints), None)
     ctx["primary"] = primary
     ctx["confusion"], ctx["per_class"] = [], None

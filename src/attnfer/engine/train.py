@@ -6,6 +6,7 @@ Run directory layout::
     data.json            split counts and provenance   state.json        completed phases
     best/ last/          safetensors + config + metrics (best = highest validation accuracy over all phases)
     lightning/phaseK/    Lightning checkpoints for exact resume (optimizer, scheduler, epoch, RNG)
+    schedule_phaseK.json the epochs planned to fit a phase's max_minutes (attnfer.engine.schedule)
     logs/phaseK/metrics.csv, tb/      CSV and TensorBoard logs
     curves.json, curves.png           training curves of all phases (from the CSV logs)
     evaluation.json, confusion_<which>_<split>.png, samples.json, samples/   (attnfer.engine.evaluate)
@@ -31,12 +32,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..data.sampling import class_weights
 from ..files import atomic_write, write_json
+from ..hardware import resolve_precision
 from ..models import create_model
 from .callbacks import SafetensorsCheckpoint, StopAfterEpochs
 from .config import TrainConfig, load_config, to_dict
 from .data import FERDataModule, load_run_data
 from .evaluate import environment, evaluate_checkpoints
 from .module import FERModule
+from .schedule import SAFETY_FACTOR, SchedulePlan, TimeBudget
 
 __all__ = ["evaluate_run_dir", "plot_curves", "quickstart", "resume", "train", "training_curves", "write_curves"]
 
@@ -53,12 +56,13 @@ def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epoch
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=max_epochs,
-        max_time={"minutes": phase.max_minutes} if phase.max_minutes else None,
+        # the budget is planned (TimeBudget); this hard stop only guards against a much slower later epoch
+        max_time={"minutes": phase.max_minutes * SAFETY_FACTOR} if phase.max_minutes else None,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, t.accelerator),
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=t.deterministic,
         limit_train_batches=t.limit_train_batches,
@@ -123,7 +127,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
             (run_dir / "phase_best.safetensors").unlink(missing_ok=True)
             checkpoint_cb.phase_best = float("-inf")
         model.apply_phase_settings(phase.model)
-        module.set_phase(phase)
+        plan = SchedulePlan(epochs=phase.epochs, steps_per_epoch=0, budget_minutes=phase.max_minutes)
+        module.set_phase(phase, plan)
         dm.set_augment(phase.augment)
         checkpoint_cb.phase = phase.name
         callbacks: list[L.Callback] = [
@@ -131,6 +136,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
             ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1),
             LearningRateMonitor(logging_interval="epoch"),
         ]
+        if phase.max_minutes:
+            callbacks.append(TimeBudget(plan, run_dir, k))
         if cfg.trainer.progress_bar:
             callbacks.append(RichProgressBar())
         es = phase.early_stopping
@@ -190,7 +197,7 @@ def evaluate_run_dir(run_dir: Path, cfg: TrainConfig, dm: FERDataModule) -> dict
         checkpoints,
         dm,
         run_dir,
-        precision=cfg.trainer.precision,
+        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         check_batch_invariance=cfg.evaluate_batch_invariance,
         samples=cfg.report_samples,
         selection=SELECTION,
