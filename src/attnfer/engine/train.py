@@ -11,6 +11,7 @@ Run directory layout::
     curves.json, curves.png           training curves of all phases (from the CSV logs)
     evaluation.json, confusion_<which>_<split>.png, samples.json, samples/   (attnfer.engine.evaluate)
     report.html                       a view of the files above (attnfer.engine.report)
+    train.log                         the libraries' messages and warnings (the console shows one line per epoch)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..hardware import resolve_precision
 from ..models import create_model
 from .callbacks import SafetensorsCheckpoint, StopAfterEpochs
 from .config import TrainConfig, load_config, to_dict
+from .console import EpochLine, library_noise_to
 from .data import FERDataModule, load_run_data
 from .evaluate import environment, evaluate_checkpoints
 from .module import FERModule
@@ -138,6 +140,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
         ]
         if phase.max_minutes:
             callbacks.append(TimeBudget(plan, run_dir, k))
+        callbacks.append(EpochLine(phase.name))
         if cfg.trainer.progress_bar:
             callbacks.append(RichProgressBar())
         es = phase.early_stopping
@@ -152,9 +155,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
             from lightning.pytorch.callbacks import EMAWeightAveraging
 
             callbacks.append(EMAWeightAveraging(decay=cfg.trainer.ema_decay))
-        trainer = _trainer(cfg, run_dir, k, callbacks, phase.epochs)
-        t0 = time.perf_counter()
-        trainer.fit(module, dm, ckpt_path=str(ckpt) if resuming_phase else None)
+        with library_noise_to(run_dir / "train.log"):  # Lightning's chatter in the run's log, ours on the console
+            trainer = _trainer(cfg, run_dir, k, callbacks, phase.epochs)
+            t0 = time.perf_counter()
+            trainer.fit(module, dm, ckpt_path=str(ckpt) if resuming_phase else None)
         if trainer.interrupted:
             raise KeyboardInterrupt(f"training interrupted; continue with: attnfer train --resume {run_dir}")
         if slicer is not None and slicer.stopped:
