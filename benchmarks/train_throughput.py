@@ -4,10 +4,13 @@ For each model, at its recipe's input size, time optimizer steps (forward, backw
 (a) a DataLoader over SynthFER in RAF-DB layout (JPEG decode, resize, flip, normalise; in-process on a 2-core
 CPU, 2 workers otherwise),
 (b) the same over the compiled uint8 store, and (c) one pre-made tensor batch reused every step.
-Prints images/s and the ratio data/compute (the data path must not be the bottleneck: >= 0.9).
-On CUDA it uses bf16 autocast and channels_last and records the GPU model.
+Prints images/s and the ratio data/compute (the data path must not be the bottleneck: >= 0.9), in fp32 and in the
+precision ``auto`` picks on this machine (attnfer.hardware: bf16 only with native BF16 or on a GPU) side by side, with
+the CPU's model and flags (AVX2 / AVX-512 / BF16 / VNNI / AMX). channels_last throughout.
 
     uv run python benchmarks/train_throughput.py [--models patt_lite emonet sa_fer feratt] [--steps 12]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATTNFER_CPU_CAPS=avx2 uv run python benchmarks/train_throughput.py
+        # an AVX2 CPU without BF16, measured on a newer one
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ BATCH = {"patt_lite": 32, "emonet": 32, "sa_fer": 32, "feratt": 8}
 
 
 def step_rate(model, batches, steps: int, device: str, bf16: bool) -> float:
+    """Training images/s over ``steps`` optimizer steps after two warm-up steps."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     it = iter(batches)
@@ -80,11 +83,13 @@ def main() -> None:
     from attnfer.data.compiled import compile_dataset
     from attnfer.data.synthfer import generate
     from attnfer.engine.data import SeededAugmentation
+    from attnfer.hardware import describe_machine, resolve_precision
     from attnfer.preprocess.torch_ops import Augment, build_transform
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16 = True  # CPU bf16 autocast (AVX-512 BF16 here) and GPU bf16
-    machine = torch.cuda.get_device_name(0) if device == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    auto = resolve_precision("auto", device)
+    machine = describe_machine()
+    precisions = {"fp32": False, f"auto ({auto})": auto.startswith("bf16")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = generate(Path(tmp) / "synthfer", n=2000, size=112, workers=2)
@@ -100,8 +105,13 @@ def main() -> None:
             tf = build_transform(card, train=True, augment=Augment(hflip=0.5))
             x = torch.randn(bs, *card.input_size)
             y = torch.randint(0, 7, (bs,))
-            compute = step_rate(model, repeat((x, y)), args.steps, device, bf16)
-            result = {"model": name, "input": card.input_size[-1], "batch": bs, "compute_only": round(compute, 1)}
+            result = {"model": name, "input": card.input_size[-1], "batch": bs}
+            for label, bf16 in precisions.items():
+                result[f"compute_{label.split()[0]}"] = round(
+                    step_rate(model, repeat((x, y)), args.steps, device, bf16), 1
+                )
+            compute = result["compute_auto"]
+            bf16 = precisions[f"auto ({auto})"]
             for label, data in (("jpeg", jpeg), ("compiled", store)):
                 ds = data["train"].subset(range(len(data["train"])))
                 ds.transform = tf
@@ -119,18 +129,22 @@ def main() -> None:
                 result[f"{label}_ratio"] = round(rate / compute, 3)
             rows.append(result)
             print(json.dumps(result), flush=True)
-    print(f"\n{machine}, {device}, bf16 autocast, channels_last, {args.workers} workers")
-    header = ("model", "input", "batch", "compute img/s", "jpeg img/s", "ratio", "store img/s", "ratio")
-    widths = (10, 6, 6, 15, 12, 7, 13, 7)
+    where = machine.get("gpu") or f"{machine['cpu']} ({machine['cores']} cores)"
+    print(f"\n{where}, {device}; CPU flags: {', '.join(machine['cpu_flags']) or 'none of note'}")
+    print(f"precision auto = {auto}; channels_last, {args.workers} workers; data paths in precision auto")
+    header = ("model", "input", "batch", "fp32 img/s", "auto img/s", "jpeg img/s", "ratio", "store img/s", "ratio")
+    widths = (10, 6, 6, 12, 12, 12, 7, 13, 7)
     print("".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(header, widths, strict=True))))
     for r in rows:
         print(
-            f"{r['model']:<10}{r['input']:>6}{r['batch']:>6}{r['compute_only']:>15.1f}{r['jpeg']:>12.1f}"
-            f"{r['jpeg_ratio']:>7.2f}{r['compiled']:>13.1f}{r['compiled_ratio']:>7.2f}"
+            f"{r['model']:<10}{r['input']:>6}{r['batch']:>6}{r['compute_fp32']:>12.1f}{r['compute_auto']:>12.1f}"
+            f"{r['jpeg']:>12.1f}{r['jpeg_ratio']:>7.2f}{r['compiled']:>13.1f}{r['compiled_ratio']:>7.2f}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"train_throughput_{device}.json"
-    out.write_text(json.dumps({"machine": machine, "device": device, "bf16": bf16, "rows": rows}, indent=2) + "\n")
+    tag = "avx2proxy" if machine["capabilities_source"] != "detected" else machine["isa"].lower().replace("-", "")
+    out = args.out / f"train_throughput_{device}_{tag}.json"
+    record = {"machine": machine, "device": device, "precision_auto": auto, "rows": rows}
+    out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -94,15 +94,25 @@ class EMONet(FERModel):
         shortcut_weight: lambda in ``lambda * aux + main`` (0.5 RAF-DB, 0.6 AffectNet, 0.8 released code).
         drop_rate: dropout before the classifier (0.2).
         in_chans: input channels.
+        img_size: the square input size its config asks for (224, the paper's). The network has no fixed grid (global
+            pooling before the classifier), so it is intact at any size of at least 32; e.g. the quickstart trains at
+            a smaller one for CPU speed.
     """
 
     classifier_attr = "classifier.1"
     dropout_settings: ClassVar[dict[str, str]] = {"drop_rate": "classifier.0"}
 
     def __init__(
-        self, num_classes: int = 7, shortcut_weight: float = 0.5, drop_rate: float = 0.2, in_chans: int = 3
+        self,
+        num_classes: int = 7,
+        shortcut_weight: float = 0.5,
+        drop_rate: float = 0.2,
+        in_chans: int = 3,
+        img_size: int = 224,
     ) -> None:
         super().__init__()
+        if img_size < 32:
+            raise ValueError(f"EMO-Net needs inputs of at least 32x32 (5 stride-2 stages), got img_size={img_size}")
         self.num_classes = num_classes
         self.num_features = 1280
         self.shortcut_weight = shortcut_weight
@@ -142,7 +152,9 @@ class EMONet(FERModel):
 
     @staticmethod
     def adapt_cfg(cfg: ModelCfg, kwargs: dict[str, Any]) -> ModelCfg:
-        return cfg.replace(extra={"shortcut_weight": kwargs.get("shortcut_weight", 0.5)})
+        """Lambda in ``extra``; the input size from ``img_size``."""
+        size = int(kwargs.get("img_size", 224))
+        return cfg.replace(input_size=(3, size, size), extra={"shortcut_weight": kwargs.get("shortcut_weight", 0.5)})
 
     def map_pretrained(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """torchvision ``mobilenet_v2`` keys (identical to ours) or timm ``mobilenetv2_100`` keys -> ours.
