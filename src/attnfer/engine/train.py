@@ -109,6 +109,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
             class_names=data.class_names,
             **cfg.model.kwargs,
         )
+    # what the checkpoint was trained on travels in its config (predict, the service and the page show it)
+    training = {"dataset": data.name, "run": run_dir.name, "recipe": cfg.name}
+    model.cfg = model.cfg.replace(extra={**model.cfg.extra, "training": training})
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     module = FERModule(model, cfg, class_weights(data["train"]))
