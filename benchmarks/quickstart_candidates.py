@@ -23,17 +23,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: name -> recipe overrides (dotted keys of the quickstart recipe)
-PATT_LITE = {  # the recipe as it was: PAtt-Lite from scratch at 224 (its patch grid needs 224), batch 32, lr 2e-3
-    "model.name": "patt_lite",
-    "model.kwargs": {"freeze_backbone": False, "drop_rate": 0.1, "spatial_drop_rate": 0.0, "attn_drop_rate": 0.1},
-    "data.batch_size": 32,
-    "phases.0.optim.lr": 2.0e-3,
-}
+EMONET = {"model.name": "emonet", "data.batch_size": 64, "phases.0.optim.lr": 3.0e-3}
 CANDIDATES: dict[str, dict] = {
-    "patt_lite_224": PATT_LITE,
-    "emonet_64": {"model.kwargs": {"img_size": 64}},
-    "emonet_96": {},  # the packaged recipe
-    "emonet_112": {"model.kwargs": {"img_size": 112}},
+    "patt_lite_224": {},  # the packaged recipe: PAtt-Lite from scratch at 224 (its patch grid needs 224)
+    "emonet_64": {**EMONET, "model.kwargs": {"img_size": 64}},  # no patch grid: intact at any size
+    "emonet_96": {**EMONET, "model.kwargs": {"img_size": 96}},
 }
 
 RUNNER = """

@@ -120,3 +120,22 @@ def test_environment_variable_overrides_the_flags(monkeypatch):
     caps = cpu_capabilities()
     assert caps.flags == ("avx2",) and not caps.native_bf16 and caps.source.startswith("ATTNFER_CPU_CAPS")
     assert os.environ["ATTNFER_CPU_CAPS"] == "avx2"
+
+
+def test_early_estimate_sizes_a_long_first_epoch():
+    """A first epoch that takes most of the budget runs on the right schedule: the plan is made from a few steps."""
+    from types import SimpleNamespace
+
+    from attnfer.engine.schedule import SKIP_STEPS, TIMED_STEPS, TimeBudget
+
+    for budget, expected in ((7.0, 1), (30.0, 4)):
+        times = iter([0.0, 5.0, 5.0 + 1.6 * TIMED_STEPS])  # train start, after the skipped steps, after the timed ones
+        plan = SchedulePlan(epochs=12, steps_per_epoch=225, budget_minutes=budget)
+        cb = TimeBudget(plan, "unused", 0, clock=lambda times=times: next(times))
+        trainer = SimpleNamespace(current_epoch=0, fit_loop=SimpleNamespace(max_epochs=12), is_global_zero=True)
+        cb.on_train_start(trainer, None)
+        for i in range(SKIP_STEPS + TIMED_STEPS):
+            cb.on_train_batch_end(trainer, None, None, None, i)
+        # 1.6 s a step, 225 steps, 10% for validation: 396 s an epoch; the first ends at about 394 s
+        assert plan.epochs == expected == trainer.fit_loop.max_epochs and not plan.planned
+        assert plan.measured["early_step_seconds"] == pytest.approx(1.6)

@@ -286,6 +286,15 @@ def export(
     except CheckpointError as e:
         _fail(str(e))
     console.print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if int8:
+        from .hardware import cpu_capabilities
+
+        caps = cpu_capabilities()
+        if not caps.vnni:
+            err_console.print(
+                f"note: this CPU ({caps.model}, {caps.isa}) has no VNNI: INT8 inference runs, but may be no faster "
+                "than fp32 here; it pays off on CPUs with AVX-512 VNNI or AVX-VNNI"
+            )
 
 
 @app.command(cls=_LiveHelp)

@@ -1,9 +1,11 @@
 """Learning-rate schedules whose length is a plan, and the plan that fits a phase into its time budget.
 
 A step schedule (``cosine``, ``onecycle``) is a function of ``step / total_steps``. Without a budget the total is the
-recipe's epochs times the steps of an epoch. With ``max_minutes`` the phase's first epoch is timed (training and
-validation, as they will run), and :class:`TimeBudget` plans how many whole epochs fit the budget: the schedule's
-total becomes that many epochs, so warm-up, peak and anneal all happen inside the budget instead of being cut.
+recipe's epochs times the steps of an epoch. With ``max_minutes``, :class:`TimeBudget` plans how many whole epochs
+fit the budget: first from the time of a few early training steps (plus an allowance for validation), so that even
+a first epoch that takes most of the budget runs on the right schedule, then again from the first epoch as it ran
+(training and validation). The schedule's total becomes that many epochs, so warm-up, peak and anneal all happen
+inside the budget instead of being cut.
 The plan is written to ``schedule_phaseK.json`` in the run directory, shown in the report, and kept in the Lightning
 checkpoint, so ``--resume`` continues the same plan without measuring again.
 """
@@ -29,6 +31,8 @@ ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4
 SAFETY_FACTOR = 1.25
 #: the clock a TimeBudget reads by default (seconds); tests replace it
 CLOCK: Callable[[], float] = time.monotonic
+#: early estimate: steps skipped (start-up), steps timed, and validation as a fraction of an epoch's training time
+SKIP_STEPS, TIMED_STEPS, VALIDATION_ALLOWANCE = 3, 10, 0.1
 
 
 @dataclass
@@ -84,9 +88,11 @@ class TimeBudget(L.Callback):
         self, plan: SchedulePlan, run_dir: Path, phase_index: int, clock: Callable[[], float] | None = None
     ) -> None:
         self.plan, self.run_dir, self.phase_index = plan, Path(run_dir), phase_index
+        self.recipe_epochs = plan.epochs
         self.clock = clock or CLOCK
         self.t0: float | None = None
         self.val_t0: float | None = None
+        self.t_timed: float | None = None
 
     @property
     def path(self) -> Path:
@@ -96,6 +102,28 @@ class TimeBudget(L.Callback):
         if self.plan.planned:  # resumed with its recorded plan
             trainer.fit_loop.max_epochs = self.plan.epochs
         self.t0 = self.clock()
+
+    def _fit(self, trainer: L.Trainer, epochs: int) -> None:
+        self.plan.epochs = max(1, min(self.plan.epochs, epochs))
+        trainer.fit_loop.max_epochs = self.plan.epochs
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        """The early estimate, from ``TIMED_STEPS`` steps of the first epoch (when the epoch is long enough)."""
+        if self.plan.planned or trainer.current_epoch != 0 or self.t0 is None:
+            return
+        spe = self.plan.steps_per_epoch
+        if spe < 2 * (SKIP_STEPS + TIMED_STEPS):
+            return  # a short epoch: its measured time (below) comes soon enough
+        if batch_idx == SKIP_STEPS - 1:
+            self.t_timed = self.clock()
+        elif batch_idx == SKIP_STEPS + TIMED_STEPS - 1 and self.t_timed is not None:
+            now = self.clock()
+            step_s = (now - self.t_timed) / TIMED_STEPS
+            epoch_s = step_s * spe * (1 + VALIDATION_ALLOWANCE)
+            first = (now - self.t0) + step_s * (spe - batch_idx - 1) * (1 + VALIDATION_ALLOWANCE)
+            budget_s = (self.plan.budget_minutes or 0.0) * 60.0
+            self._fit(trainer, 1 + int(max(0.0, budget_s - first) // epoch_s))
+            self.plan.measured = {"early_step_seconds": round(step_s, 4)}
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.val_t0 = self.clock()
@@ -107,13 +135,14 @@ class TimeBudget(L.Callback):
         epoch_s = now - self.t0  # the first epoch as it runs: loader start-up, training, validation
         budget_s = (self.plan.budget_minutes or 0.0) * 60.0
         fit = int(budget_s // epoch_s) if epoch_s > 0 else self.plan.epochs
-        self.plan.epochs = max(1, min(self.plan.epochs, fit))
+        self.plan.epochs = self.recipe_epochs  # the early estimate may have lowered it; the measurement decides
+        self._fit(trainer, fit)
         self.plan.measured = {
+            **self.plan.measured,
             "first_epoch_seconds": round(epoch_s, 3),
             "validation_seconds": round(now - self.val_t0, 3),
         }
         self.plan.planned = True
-        trainer.fit_loop.max_epochs = self.plan.epochs
         if trainer.is_global_zero:
             write_json(self.path, self.plan.to_dict())
 
