@@ -1,4 +1,11 @@
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +48,35 @@ def detector_cache(root):
     (root / "detectors" / "res10_300x300_ssd.caffemodel").write_bytes(fetch(SSD_MODEL).read_bytes())
     (root / "detectors" / "res10_deploy.prototxt").write_bytes(fetch(SSD_CONFIG).read_bytes())
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, args: list[str]):
+    """`attnfer serve ARGS` on a free loopback port (detector cache under tmp/cache) until the block ends."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "attnfer", "serve", *args, "--port", str(port)]
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(cmd, env={**os.environ, "ATTNFER_CACHE": str(tmp / "cache")}, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -8,11 +8,7 @@ from the files (FERAtt's container has its own test file, test_official_feratt.p
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +29,7 @@ from attnfer.models import (
 )
 from attnfer.models.patt_lite import KERAS_MOBILENET_URL
 from attnfer.models.pretrained import fetch_weight_file
+from conftest import serving
 from official import official_dir, only_file
 
 runner = CliRunner()
@@ -330,27 +327,13 @@ def test_converted_checkpoint_evaluates_on_a_dataset_in_attnfer_order(converted,
 
 
 def test_converted_batch_dependent_model_is_served_one_face_per_pass(converted, tmp_path):
-    """`attnfer serve` on the imported PAtt-Lite (batch attention): a real server on loopback answers with the
-    original's class names, and two faces in one photo get the probabilities each gets alone."""
+    """`attnfer serve` on the imported PAtt-Lite (batch attention): a real server on loopback says the model is
+    batch-dependent and answers with the original's class names."""
     import httpx
     from PIL import Image
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "attnfer", "serve", "-m", str(converted["patt_lite_keras"]), "--detector", "none"]
-    log = (tmp_path / "server.log").open("w")
-    env = {**os.environ, "ATTNFER_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+    args = ["-m", str(converted["patt_lite_keras"]), "--detector", "none"]
+    with serving(tmp_path, args) as url:
         info = httpx.get(f"{url}/v1/model").json()
         assert info["config"]["batch_dependent"] is True
         names = json.loads((converted["patt_lite_keras"] / "config.json").read_text())["class_names"]
@@ -362,17 +345,6 @@ def test_converted_batch_dependent_model_is_served_one_face_per_pass(converted, 
         assert r.status_code == 200, r.text
         (face,) = r.json()["faces"]
         assert face["label"] in names and sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-3)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_saved_and_reloaded_conversion_is_identical(tmp_path):

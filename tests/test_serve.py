@@ -1,14 +1,10 @@
 """The web service end to end: `attnfer serve` as a real uvicorn process on loopback, an HTTP client, and the page in
 headless Chromium (Debian's package, driven by Selenium) uploading a real photo."""
 
-import contextlib
 import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,16 +16,10 @@ from PIL import Image
 
 from assets import MULTI_FACE, fetch
 from attnfer.data import BASIC7
-from conftest import detector_cache
+from conftest import detector_cache, free_port, serving
 
 pytestmark = pytest.mark.network
 ARTIFACTS = Path(os.environ.get("ATTNFER_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,32 +28,8 @@ def server(tmp_path_factory, checkpoint):
     tmp = tmp_path_factory.mktemp("serve")
     detector_cache(tmp / "cache")
     args = ["-m", str(checkpoint / "model.onnx"), "--runtime", "onnx", "--detector", "ssd"]
-    with _serving(tmp, [*args, "--max-upload-mb", "1", "--max-megapixels", "0.7"]) as url:
+    with serving(tmp, [*args, "--max-upload-mb", "1", "--max-megapixels", "0.7"]) as url:
         yield url
-
-
-@contextlib.contextmanager
-def _serving(tmp: Path, args: list[str]):
-    """`attnfer serve ARGS` on a free loopback port (detector cache under tmp/cache) until the block ends."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "attnfer", "serve", *args, "--port", str(port)]
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(cmd, env={**os.environ, "ATTNFER_CACHE": str(tmp / "cache")}, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_health_docs_and_prediction(server, checkpoint):
@@ -101,7 +67,7 @@ def test_health_and_page_name_the_model_by_its_config_and_warn_about_synthfer(tm
     training = {"dataset": "synthfer", "run": "quickstart-20260101-120000", "recipe": "quickstart"}
     model.cfg = model.cfg.replace(extra={**model.cfg.extra, "training": training})
     model.save(tmp_path / "run" / "best")
-    with _serving(tmp_path, ["-m", str(tmp_path / "run" / "best"), "--detector", "none"]) as url:
+    with serving(tmp_path, ["-m", str(tmp_path / "run" / "best"), "--detector", "none"]) as url:
         health = httpx.get(f"{url}/healthz").json()
         info = httpx.get(f"{url}/v1/model").json()
         page = httpx.get(f"{url}/").text
@@ -132,7 +98,7 @@ def _png(w: int, h: int) -> bytes:
         ({"content": iter([b"\x89PNG", b"chunked"]), "headers": {"content-type": "image/png"}}, 411, "Content-Length"),
     ],
 )
-def test_bad_uploads_get_json_errors_and_the_server_keeps_serving(server, kwargs, status, words):
+def test_bad_uploads_get_json_errors_and_the_server_keepsserving(server, kwargs, status, words):
     r = httpx.post(f"{server}/v1/predict", timeout=30, **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"]["status"] == status and words in r.json()["error"]["message"]
@@ -152,7 +118,7 @@ def test_request_timeout_is_a_504():
             return np.zeros((len(x), 7), np.float32)
 
     rec = Recognizer(Slow(), list(BASIC7), PreprocessConfig(mean=(0.5,) * 3, std=(0.5,) * 3), _Whole())
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(rec, ServeLimits(timeout_s=0.3)), port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "write_json"]
+__all__ = ["atomic_write", "cache_dir", "sha256_file", "write_json"]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -38,6 +38,14 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], Any]) ->
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in blocks."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

