@@ -204,7 +204,7 @@ def test_registered_and_inspected_through_the_cli(bu3dfe, tmp_path):
     root = _small(tmp_path)
     _bmp(root / "F0001_SU4WH_F2D.bmp", 1)
     r = runner.invoke(app, ["data", "inspect", str(root), "-d", "bu3dfe"])
-    assert r.exit_code == 2 and "F0001_SU4WH_F2D.bmp" in r.output and "malformed" in r.output
+    assert r.exit_code == 1 and "F0001_SU4WH_F2D.bmp" in r.output and "malformed" in r.output
 
 
 def test_feratt_bu3dfe_recipe(bu3dfe):

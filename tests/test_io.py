@@ -1,6 +1,9 @@
 """Save/load round trips and the errors a user gets for broken or foreign files."""
 
+import contextlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +11,8 @@ import torch
 import attnfer
 from attnfer.models import CheckpointError
 from conftest import build
+
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 ROUND_TRIP = [
     ("patt_lite", {}, 112),
@@ -97,3 +102,102 @@ def test_only_registry_models_can_be_saved(tmp_path):
 
     with pytest.raises(ValueError, match="create_model"):
         EMONet().save(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ file modes
+@contextlib.contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in root.rglob("*") if p.is_file()}
+
+
+def test_current_umask_reads_it_without_changing_it():
+    from attnfer.files import current_umask
+
+    with umask(0o027):
+        assert current_umask() == 0o027 and os.umask(0o027) == 0o027
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002], ids=["022", "027", "002"])
+def test_saved_models_and_written_files_honour_the_umask(tmp_path, mask):
+    """Issue 18, item 11: a saved model was 0600 whatever the umask, unreadable by another user or container."""
+    from attnfer.files import atomic_write, write_json
+
+    def private_writer(path):  # writes as mkstemp and some libraries do: mode 0600
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+
+    with umask(mask):
+        saved = build("patt_lite", num_classes=7).save(tmp_path / "model")
+        atomic_write(tmp_path / "private.bin", private_writer)
+        write_json(tmp_path / "out.json", {"a": 1})
+    want = 0o666 & ~mask
+    assert modes(tmp_path) == {
+        "model/model.safetensors": want,
+        "model/config.json": want,
+        "private.bin": want,
+        "out.json": want,
+    }
+    assert saved == tmp_path / "model"
+
+
+def test_exports_and_reports_honour_the_umask(tmp_path):
+    from attnfer.engine.report import render_report
+    from attnfer.inference.onnx_export import export_onnx
+
+    with umask(0o022):
+        saved = build("patt_lite", num_classes=7).save(tmp_path / "model")
+        export_onnx(saved, tmp_path / "exports" / "model.onnx")
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "evaluation.json").write_text(json.dumps({"checkpoints": {}, "splits": []}))
+        render_report(tmp_path / "run")
+    assert (tmp_path / "exports" / "model.onnx").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "run" / "report.html").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["model.onnx"]  # no temporary directory left
+
+
+def test_atomic_write_refuses_a_directory_and_names_the_file_not_its_temporary(tmp_path):
+    from attnfer.files import atomic_write
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError, match="taken"):
+        atomic_write(tmp_path / "taken", "x")
+    with pytest.raises(FileNotFoundError) as e:
+        atomic_write(tmp_path / "missing" / "f.txt", "x")
+    assert e.value.filename == str(tmp_path / "missing" / "f.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_every_file_a_training_run_writes_honours_the_umask(tmp_path, monkeypatch):
+    """Models, Lightning checkpoints, logs, curves, samples, the report: all 0640 under umask 027, none 0600."""
+    from attnfer.engine import load_config, train
+
+    monkeypatch.setenv("ATTNFER_CACHE", str(tmp_path / "cache"))
+    over = {
+        "data.synth_n": 40,
+        "data.synth_size": 48,
+        "data.batch_size": 8,
+        "data.eval_batch_size": 32,
+        "data.num_workers": 0,
+        "trainer.precision": "32-true",
+        "trainer.progress_bar": False,
+        "phases.0.epochs": 1,
+        "phases.0.max_minutes": None,
+        "report_samples": 1,
+        "evaluate_batch_invariance": False,
+        "output_dir": str(tmp_path / "runs"),
+    }
+    with umask(0o027):
+        run = train(load_config(CONFIGS / "quickstart.yaml", over), tmp_path / "runs" / "tiny")
+    found = modes(run)
+    for must in ("best/model.safetensors", "last/model.safetensors", "lightning/phase0/last.ckpt", "report.html"):
+        assert must in found, must
+    assert {name: oct(m) for name, m in found.items() if m != 0o640} == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -9,11 +11,35 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "display_name", "read_rgb"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+_REPR_SURROGATE = re.compile(r"\\udc([89a-f][0-9a-f])")
+
+
+def _escape_surrogate(m: re.Match) -> str:
+    o = ord(m.group())
+    return f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}"
+
+
+def display_name(name: str | os.PathLike | bytes) -> str:
+    """A file name, or any text holding one, as valid text: bytes of the name that are not UTF-8 (which Python
+    carries as lone surrogates, ``os.fsdecode``'s ``surrogateescape``) are written as ``\\xNN``, as Python's
+    ``backslashreplace`` writes them: ``b"caf\\xe9.jpg"`` -> ``caf\\xe9.jpg`` (a backslash, x, e, 9). Text that is
+    valid UTF-8 comes back unchanged."""
+    if isinstance(name, bytes):
+        return name.decode("utf-8", "backslashreplace")
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    return _SURROGATE.sub(_escape_surrogate, text)
 
 
 class ImageReadError(ValueError):
@@ -57,4 +83,7 @@ def read_rgb(
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path_name}: refused, {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path_name}: not a readable image ({type(e).__name__}: {e})") from e
+        # PIL and the OS quote the path with repr(), which writes a non-UTF-8 byte as \udcNN: write it as \xNN, the
+        # way display_name writes the name itself
+        detail = _REPR_SURROGATE.sub(r"\\x\1", str(e))
+        raise ImageReadError(f"{path_name}: not a readable image ({type(e).__name__}: {detail})") from e

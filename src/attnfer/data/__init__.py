@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .base import DatasetError, DatasetSplits, FERDataset, carve_validation, read_image
+from .base import DatasetError, DatasetLayoutError, DatasetSplits, FERDataset, SkipLog, carve_validation, read_image
 from .labels import BASIC7, CANONICAL, normalize_name
 
 __all__ = [
@@ -19,8 +19,10 @@ __all__ = [
     "CANONICAL",
     "DATASETS",
     "DatasetError",
+    "DatasetLayoutError",
     "DatasetSplits",
     "FERDataset",
+    "SkipLog",
     "carve_validation",
     "load_dataset",
     "normalize_name",
@@ -38,7 +40,7 @@ def _synthfer(root: str | Path, **kw: Any) -> DatasetSplits:
     for ds in data.splits.values():
         ds.name = "synthfer"
     lists = {name: Path(root) / "subsets" / f"{name}_list.txt" for name in ("occlusion", "pose_30", "pose_45")}
-    present = {k: v for k, v in lists.items() if v.is_file() and v.read_text().strip()}
+    present = {k: v for k, v in lists.items() if v.is_file() and v.read_bytes().strip(b"\xef\xbb\xbf \t\r\n")}
     return add_subsets(data, present)
 
 

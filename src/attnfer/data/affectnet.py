@@ -14,14 +14,13 @@ class); a validation split is carved from train. Training is usually class-balan
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ._common import finish, parse_int, require_dir, require_file
-from .base import DatasetError, DatasetSplits, FERDataset, SkipLog
+from ._common import csv_rows, finish, parse_int, read_lines, require_dir, require_file
+from .base import DatasetError, DatasetLayoutError, DatasetSplits, FERDataset, SkipLog
 from .labels import AFFECTNET_CODES, AFFECTNET_DROPPED, CANONICAL
 
 __all__ = ["load_affectnet"]
@@ -60,41 +59,41 @@ def load_affectnet(
     root = Path(root)
     class_names = CANONICAL[:num_classes]
     dropped: Counter = Counter()
-    skipped = SkipLog(skip_bad)
+    skipped = SkipLog.of(skip_bad)
     splits = {}
     if (root / "Manually_Annotated_file_lists").is_dir():
         image_root = require_dir(root / "Manually_Annotated_Images", "AffectNet's Manually_Annotated_Images")
         for split, fname in (("train", "training.csv"), ("test", "validation.csv")):
             path = require_file(root / "Manually_Annotated_file_lists" / fname, f"AffectNet {fname}")
             ids, paths, boxes, targets = [], [], [], []
-            with path.open(newline="") as f:
-                reader = csv.reader(f)
-                header = next(reader, [])
-                if [h.strip() for h in header[:7]] != _COLUMNS[:7]:
-                    raise DatasetError(path, f"header must start with {','.join(_COLUMNS[:7])}", 1)
-                for lineno, row in enumerate(reader, 2):
-                    if not row:
+            lines = read_lines(path, f"the CSV {','.join(_COLUMNS)}", skipped)
+            reader = csv_rows(lines)
+            header = next(reader, (1, []))[1]
+            if [h.strip() for h in header[:7]] != _COLUMNS[:7]:
+                raise DatasetError(path, f"header must start with {','.join(_COLUMNS[:7])}, got {header[:7]}", 1)
+            for lineno, row in reader:
+                if not row:
+                    continue
+                try:
+                    if len(row) < 7:
+                        raise DatasetError(path, f"expected {len(_COLUMNS)} columns, got {len(row)}", lineno)
+                    code = parse_int(row[6], path, lineno, "expression")
+                    t = _code_to_target(code, class_names, path, lineno, dropped)
+                    if t is None:
                         continue
-                    try:
-                        if len(row) < 7:
-                            raise DatasetError(path, f"expected {len(_COLUMNS)} columns, got {len(row)}", lineno)
-                        code = parse_int(row[6], path, lineno, "expression")
-                        t = _code_to_target(code, class_names, path, lineno, dropped)
-                        if t is None:
-                            continue
-                        box = [parse_int(v, path, lineno, c) for v, c in zip(row[1:5], _COLUMNS[1:5], strict=True)]
-                        if box[2] <= 0 or box[3] <= 0:
-                            raise DatasetError(path, f"face box {box} has no area", lineno)
-                        img = image_root / row[0].strip()
-                        if not img.is_file():
-                            raise DatasetError(img, f"image listed at {path.name}:{lineno} is missing")
-                    except DatasetError as e:
-                        skipped.handle(e)
-                        continue
-                    ids.append(Path(row[0]).stem)
-                    paths.append(img)
-                    boxes.append(box)
-                    targets.append(t)
+                    box = [parse_int(v, path, lineno, c) for v, c in zip(row[1:5], _COLUMNS[1:5], strict=True)]
+                    if box[2] <= 0 or box[3] <= 0:
+                        raise DatasetError(path, f"face box {box} has no area", lineno)
+                    img = image_root / row[0].strip()
+                    if not img.is_file():
+                        raise DatasetError(img, f"image listed at {path.name}:{lineno} is missing")
+                except DatasetError as e:
+                    skipped.handle(e)
+                    continue
+                ids.append(Path(row[0]).stem)
+                paths.append(img)
+                boxes.append(box)
+                targets.append(t)
             splits[split] = FERDataset(
                 name="affectnet",
                 split=split,
@@ -131,6 +130,6 @@ def load_affectnet(
                 name="affectnet", split=split, class_names=class_names, targets=targets, ids=ids, paths=paths
             )
     else:
-        raise DatasetError(root, "not an AffectNet root: expected Manually_Annotated_file_lists/ or train_set/")
+        raise DatasetLayoutError(root, "not an AffectNet root: expected Manually_Annotated_file_lists/ or train_set/")
     notes = [f"dropped {n}: {why}" for why, n in sorted(dropped.items())]
     return finish("affectnet", class_names, splits, val_fraction=val_fraction, seed=seed, skipped=skipped, notes=notes)

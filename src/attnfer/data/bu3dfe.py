@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import IMAGE_SUFFIXES, finish, require_dir
-from .base import DatasetError, DatasetSplits, FERDataset
+from .base import DatasetError, DatasetSplits, FERDataset, SkipLog
 from .ckplus import ckplus_folds
 from .labels import BASIC7, BU3DFE_CODES
 
@@ -97,7 +97,9 @@ def load_bu3dfe(
     fold: int = 0,
     seed: int = 0,
     val_fraction: float = 0.1,
+    skip_bad: bool = False,
 ) -> DatasetSplits:
+    skipped = SkipLog.of(skip_bad)
     root = require_dir(Path(root), "a BU-3DFE folder of F0001_AN01WH_F2D.bmp images (or of subject folders F0001/)")
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
@@ -109,12 +111,16 @@ def load_bu3dfe(
     seen: dict[str, Path] = {}
     files = _f2d_files(root)
     for p in files:
-        subject, name, intensity, ethnicity = parse_bu3dfe_name(p)
-        if p.parent != root and _SUBJECT_DIR.match(p.parent.name) and p.parent.name.upper() != subject:
-            raise DatasetError(p, f"image of subject {subject} in the folder of subject {p.parent.name}")
-        key = p.stem.upper()
-        if key in seen:
-            raise DatasetError(p, f"the same image is also at {seen[key]}; keep one copy")
+        try:
+            subject, name, intensity, ethnicity = parse_bu3dfe_name(p)
+            if p.parent != root and _SUBJECT_DIR.match(p.parent.name) and p.parent.name.upper() != subject:
+                raise DatasetError(p, f"image of subject {subject} in the folder of subject {p.parent.name}")
+            key = p.stem.upper()
+            if key in seen:
+                raise DatasetError(p, f"the same image is also at {seen[key]}; keep one copy")
+        except DatasetError as e:
+            skipped.handle(e)
+            continue
         seen[key] = p
         if name not in index or (name != "neutral" and intensity < min_intensity):
             continue
@@ -154,4 +160,5 @@ def load_bu3dfe(
         seed=seed,
         groups=train.extras["subject"],
         notes=notes,
+        skipped=skipped,
     )

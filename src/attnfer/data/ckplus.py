@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import IMAGE_SUFFIXES, finish, require_dir
-from .base import DatasetError, DatasetSplits, FERDataset
+from ._common import IMAGE_SUFFIXES, finish, parse_int, read_lines, require_dir
+from .base import DatasetError, DatasetSplits, FERDataset, SkipLog
 from .labels import CANONICAL, CKPLUS_CODES
 
 __all__ = ["ckplus_folds", "load_ckplus"]
@@ -36,8 +36,10 @@ def load_ckplus(
     fold: int = 0,
     seed: int = 0,
     val_fraction: float = 0.1,
+    skip_bad: bool = False,
 ) -> DatasetSplits:
     root = Path(root)
+    skipped = SkipLog.of(skip_bad)
     img_root = require_dir(root / "cohn-kanade-images", "CK+ cohn-kanade-images/")
     emo_root = require_dir(root / "Emotion", "CK+ Emotion/")
     if not 0 <= fold < num_folds:
@@ -47,24 +49,28 @@ def load_ckplus(
     ids, paths, targets, subjects, landmarks = [], [], [], [], []
     for emo_file in sorted(emo_root.glob("*/*/*_emotion.txt")):
         subject, seq = emo_file.parent.parent.name, emo_file.parent.name
-        text = emo_file.read_text().split()
         try:
-            code = int(float(text[0]))
-        except (ValueError, IndexError):
-            raise DatasetError(
-                emo_file, f"expected one emotion code 0-7 such as 3.0000000e+00, got {text!r}", 1
-            ) from None
-        if code not in CKPLUS_CODES:
-            raise DatasetError(emo_file, f"emotion {code} is not a CK+ code 0-7", 1)
-        name = CKPLUS_CODES[code]
-        if name not in index:
-            raise DatasetError(emo_file, f"emotion '{name}' needs first_frame_neutral=True (8 classes)", 1)
-        seq_dir = img_root / subject / seq
-        frames_all = (
-            sorted(p for p in seq_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if seq_dir.is_dir() else []
-        )
-        if len(frames_all) < frames + (1 if first_frame_neutral else 0):
-            raise DatasetError(seq_dir, f"labelled sequence has {len(frames_all)} frames, expected at least {frames}")
+            tokens = [(n, t) for n, line in read_lines(emo_file, "one emotion code 0-7", skipped) for t in line.split()]
+            if len(tokens) != 1:
+                got = " ".join(t for _, t in tokens) or "nothing"
+                raise DatasetError(emo_file, f"expected one emotion code 0-7 such as 3.0000000e+00, got {got!r}", 1)
+            code = parse_int(tokens[0][1], emo_file, tokens[0][0], "emotion")
+            if code not in CKPLUS_CODES:
+                raise DatasetError(emo_file, f"emotion {code} is not a CK+ code 0-7", tokens[0][0])
+            name = CKPLUS_CODES[code]
+            if name not in index:
+                raise DatasetError(emo_file, f"emotion '{name}' needs first_frame_neutral=True (8 classes)", 1)
+            seq_dir = img_root / subject / seq
+            frames_all = (
+                sorted(p for p in seq_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if seq_dir.is_dir() else []
+            )
+            if len(frames_all) < frames + (1 if first_frame_neutral else 0):
+                raise DatasetError(
+                    seq_dir, f"labelled sequence has {len(frames_all)} frames, expected at least {frames}"
+                )
+        except DatasetError as e:
+            skipped.handle(e)
+            continue
         chosen = [(p, index[name]) for p in frames_all[-frames:]]
         if first_frame_neutral:
             chosen.insert(0, (frames_all[0], index["neutral"]))
@@ -102,4 +108,5 @@ def load_ckplus(
         seed=seed,
         groups=train.extras["subject"],
         notes=notes,
+        skipped=skipped,
     )

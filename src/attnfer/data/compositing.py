@@ -164,14 +164,15 @@ class CompositingDataset(Dataset):
 
         return clutter_background(rng, 2 * self.size)
 
-    def composite(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def composite(self, i: int, face: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The uint8 (x_img, x_org, mask) of sample ``i`` in the current epoch (before preprocessing)."""
         rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, i])
-        face = self.base.load_image(i)
+        face = self.base.load_image(i) if face is None else face
         return composite(face, self._mask(i, face.shape[:2]), self._background(rng), rng, self.train, self.size)
 
     def __getitem__(self, i: int):
-        x_img, x_org, mask = self.composite(i)
+        i, face = self.base.load_sample_image(i)  # an undecodable image: skipped under skip_bad, else an error
+        x_img, x_org, mask = self.composite(i, face)
         extras = {"x_org": self.transform(x_org), "mask": torch.from_numpy(mask > 0).float()[None]}
         return self.transform(x_img), self.base.target(i), extras
 

@@ -19,15 +19,14 @@ Images whose result is unknown or NF (no face) are dropped and counted. Validati
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ._common import finish, parse_int, require_file
-from .base import DatasetError, DatasetSplits, FERDataset
-from .fer2013 import USAGE_TO_SPLIT, parse_fer2013_csv
+from ._common import csv_rows, finish, parse_int, quote, read_lines, require_file
+from .base import DatasetError, DatasetSplits, FERDataset, SkipLog
+from .fer2013 import USAGE_TO_SPLIT, read_fer2013_rows
 from .labels import CANONICAL, FERPLUS_VOTE_COLUMNS
 
 __all__ = ["LABEL_MODES", "ferplus_target", "load_ferplus"]
@@ -126,7 +125,9 @@ def _make_split(
     )
 
 
-def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: int = 8) -> DatasetSplits:
+def load_ferplus(
+    root: str | Path, label_mode: str = "majority", num_classes: int = 8, skip_bad: bool = False
+) -> DatasetSplits:
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     if num_classes not in (7, 8):
@@ -134,44 +135,65 @@ def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: in
     root = Path(root)
     class_names = CANONICAL[:num_classes]
     dropped: Counter = Counter()
+    skipped = SkipLog.of(skip_bad)
     splits: dict[str, FERDataset] = {}
     if (root / "fer2013new.csv").is_file():
         new_csv = root / "fer2013new.csv"
-        images, _, usage = parse_fer2013_csv(require_file(root / "fer2013.csv", "fer2013.csv (joined by row)"))
-        with new_csv.open(newline="") as f:
-            rows = list(csv.reader(f))
-        header = [h.strip() for h in rows[0]]
+        fer_csv = require_file(root / "fer2013.csv", "fer2013.csv (joined by row)")
+        images, _, usage, fer_lines, data_lines = read_fer2013_rows(fer_csv, skipped)
+        lines = read_lines(new_csv, "the CSV 'Usage,Image name,' + 10 vote columns", skipped, keep_bad=True)
+        rows = [(n, row) for n, row in csv_rows(lines) if row != []]
+        if rows and isinstance(rows[0][1], DatasetError):
+            raise rows[0][1]
+        header = [h.strip() for h in rows[0][1]] if rows else []
         if header[:2] != ["Usage", "Image name"] or len(header) != 12:
             raise DatasetError(new_csv, f"header must be 'Usage,Image name,' + 10 vote columns, got {header}", 1)
-        if len(rows) - 1 != len(images):
+        if len(rows) - 1 != len(data_lines):
             raise DatasetError(
-                new_csv, f"has {len(rows) - 1} rows but fer2013.csv has {len(images)}; they are joined by row"
+                new_csv, f"has {len(rows) - 1} rows but fer2013.csv has {len(data_lines)}; they are joined by row"
             )
+        fer_row = {lineno: k for k, lineno in enumerate(fer_lines)}  # fer2013.csv line -> kept image
         per_split: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in USAGE_TO_SPLIT.values()}
-        for lineno, row in enumerate(rows[1:], 2):
-            u, name = row[0].strip(), row[1].strip()
-            if u != usage[lineno - 2]:
-                raise DatasetError(
-                    new_csv, f"Usage '{u}' differs from fer2013.csv's '{usage[lineno - 2]}' on this row", lineno
-                )
-            split = USAGE_TO_SPLIT[u]
-            if not name:
-                dropped[f"{split}: no image name (removed by FERPlus)"] += 1
+        for (lineno, row), fer_lineno in zip(rows[1:], data_lines, strict=True):
+            if isinstance(row, DatasetError):  # not UTF-8
+                skipped.handle(row)
                 continue
-            rows_, names, votes = per_split[split]
-            rows_.append(lineno - 2)
+            try:
+                if len(row) < 12:
+                    raise DatasetError(
+                        new_csv, f"expected 12 columns (Usage, Image name, 10 votes), got {len(row)}", lineno
+                    )
+                u, name = row[0].strip(), row[1].strip()
+                k = fer_row.get(fer_lineno)
+                if k is None:  # its fer2013.csv row was bad: recorded there, left out here
+                    continue
+                if u != usage[k]:
+                    raise DatasetError(
+                        new_csv, f"Usage {quote(u)} differs from fer2013.csv's '{usage[k]}' on this row", lineno
+                    )
+                split = USAGE_TO_SPLIT[u]
+                if not name:
+                    dropped[f"{split}: no image name (removed by FERPlus)"] += 1
+                    continue
+                votes = _parse_votes(row[2:12], new_csv, lineno)
+            except DatasetError as e:
+                skipped.handle(e)
+                continue
+            rows_, names, votes_ = per_split[split]
+            rows_.append(k)
             names.append(Path(name).stem)
-            votes.append(_parse_votes(row[2:12], new_csv, lineno))
+            votes_.append(votes)
         for split, (rows_, names, votes) in per_split.items():
             splits[split] = _make_split(split, names, votes, label_mode, class_names, dropped, images=images[rows_])
     else:
         for split, folder in _FOLDERS.items():
             label_csv = require_file(root / folder / "label.csv", f"FERPlus {folder}/label.csv (or fer2013new.csv)")
             names, paths, votes = [], [], []
-            with label_csv.open(newline="") as f:
-                for lineno, row in enumerate(csv.reader(f), 1):
-                    if not row:
-                        continue
+            lines = read_lines(label_csv, "FERPlus label.csv rows 'file, box, 10 votes'", skipped)
+            for lineno, row in csv_rows(lines):
+                if not row:
+                    continue
+                try:
                     if len(row) != 12:
                         raise DatasetError(
                             label_csv, f"expected 'file, box, 10 votes' (12 columns), got {len(row)}", lineno
@@ -179,9 +201,13 @@ def load_ferplus(root: str | Path, label_mode: str = "majority", num_classes: in
                     path = label_csv.parent / row[0].strip()
                     if not path.is_file():
                         raise DatasetError(path, f"image listed at {label_csv.name}:{lineno} is missing")
-                    names.append(path.stem)
-                    paths.append(path)
-                    votes.append(_parse_votes(row[2:12], label_csv, lineno))
+                    v = _parse_votes(row[2:12], label_csv, lineno)
+                except DatasetError as e:
+                    skipped.handle(e)
+                    continue
+                names.append(path.stem)
+                paths.append(path)
+                votes.append(v)
             splits[split] = _make_split(split, names, votes, label_mode, class_names, dropped, paths=paths)
     notes = [f"dropped {n} images: {why}" for why, n in sorted(dropped.items())]
-    return finish("ferplus", class_names, splits, notes=notes)
+    return finish("ferplus", class_names, splits, notes=notes, skipped=skipped)

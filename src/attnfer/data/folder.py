@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._common import IMAGE_SUFFIXES, finish, require_dir
-from .base import DatasetError, DatasetSplits, FERDataset
+from .base import DatasetError, DatasetLayoutError, DatasetSplits, FERDataset, SkipLog
 from .labels import AFFECTNET_CODES, CANONICAL, RAFDB_CODES, normalize_name
 
 __all__ = ["PRESETS", "load_folder"]
@@ -46,13 +46,16 @@ def load_folder(
     class_names: list[str] | dict[str, str] | str | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    skip_bad: bool = False,
 ) -> DatasetSplits:
+    """``skip_bad``: an image that cannot be decoded when it is used is skipped and recorded (see
+    :class:`~attnfer.data.base.FERDataset`); the folder tree itself has no label lines to skip."""
     root = require_dir(Path(root), "a folder of class folders")
     split_dirs = {
         _SPLIT_NAMES[p.name.lower()]: p for p in root.iterdir() if p.is_dir() and p.name.lower() in _SPLIT_NAMES
     }
     if "train" not in split_dirs or "test" not in split_dirs:
-        raise DatasetError(root, "expected split folders train/ and test/ (and optionally val/) of class folders")
+        raise DatasetLayoutError(root, "expected split folders train/ and test/ (and optionally val/) of class folders")
     folders = sorted({c.name for d in split_dirs.values() for c in d.iterdir() if c.is_dir()})
     if not folders:
         raise DatasetError(root, "no class folders found")
@@ -85,4 +88,4 @@ def load_folder(
                     paths.append(p)
                     targets.append(names.index(mapping[folder]))
         splits[split] = FERDataset(name="folder", split=split, class_names=names, targets=targets, ids=ids, paths=paths)
-    return finish("folder", names, splits, val_fraction=val_fraction, seed=seed)
+    return finish("folder", names, splits, val_fraction=val_fraction, seed=seed, skipped=SkipLog.of(skip_bad))

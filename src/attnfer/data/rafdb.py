@@ -4,14 +4,19 @@ Label file: one line per image, ``<name> <label 1-7>`` separated by any whitespa
 the split comes from the name prefix (``train_`` / ``test_``). Aligned files add ``_aligned`` to the stem:
 ``train_00001.jpg`` -> ``Image/aligned/train_00001_aligned.jpg``. 12,271 train and 3,068 test images.
 RAF-DB has no validation split: one is carved from train (stratified, seeded) and recorded.
+
+The file is read as UTF-8; a UTF-8 byte-order mark (a list re-saved by Excel or Notepad) is dropped. A label must
+be a whole number: ``3`` or ``3.0`` (a spreadsheet's export) is 3; ``3.7`` is an error naming the file and line,
+never truncated to a class. With ``skip_bad=True`` a bad line or a missing image is recorded and left out (and
+an image that cannot be decoded when used is skipped, see :class:`~attnfer.data.base.FERDataset`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import finish, parse_int, require_dir, require_file
-from .base import DatasetError, DatasetSplits, FERDataset, SkipLog
+from ._common import finish, parse_int, quote, read_lines, require_dir, require_file
+from .base import DatasetError, DatasetLayoutError, DatasetSplits, FERDataset, SkipLog
 from .labels import BASIC7, RAFDB_CODES
 
 __all__ = ["load_rafdb"]
@@ -21,7 +26,7 @@ def _basic_root(root: Path) -> Path:
     for cand in (root, root / "basic"):
         if (cand / "EmoLabel").is_dir():
             return cand
-    raise DatasetError(root, "not a RAF-DB root: expected EmoLabel/list_patition_label.txt here or under basic/")
+    raise DatasetLayoutError(root, "not a RAF-DB root: expected EmoLabel/list_patition_label.txt here or under basic/")
 
 
 def load_rafdb(
@@ -36,21 +41,22 @@ def load_rafdb(
     label_file = require_file(root / "EmoLabel" / "list_patition_label.txt", "RAF-DB's label list")
     image_dir = require_dir(root / "Image" / ("aligned" if aligned else "original"), "RAF-DB images")
     index = {name: i for i, name in enumerate(BASIC7)}
-    skipped = SkipLog(skip_bad)
+    skipped = SkipLog.of(skip_bad)
     rows: dict[str, tuple[list, list, list]] = {"train": ([], [], []), "test": ([], [], [])}
-    for lineno, line in enumerate(label_file.read_text().splitlines(), 1):
+    expected = "'<image name> <label 1-7>' lines"
+    for lineno, line in read_lines(label_file, expected, skipped):
         parts = line.split()
         if not parts:
             continue
         try:
             if len(parts) < 2:
-                raise DatasetError(label_file, f"expected '<image name> <label 1-7>', got '{line}'", lineno)
+                raise DatasetError(label_file, f"expected '<image name> <label 1-7>', got {quote(line)}", lineno)
             name, code = parts[0], parse_int(parts[1], label_file, lineno, "label")
             if code not in RAFDB_CODES:
-                raise DatasetError(label_file, f"label {code} for {name} is not a RAF-DB code 1-7", lineno)
+                raise DatasetError(label_file, f"label {code} for {quote(name)} is not a RAF-DB code 1-7", lineno)
             split = "train" if name.startswith("train_") else "test" if name.startswith("test_") else None
             if split is None:
-                raise DatasetError(label_file, f"'{name}' starts with neither train_ nor test_", lineno)
+                raise DatasetError(label_file, f"{quote(name)} starts with neither train_ nor test_", lineno)
             stem = Path(name).stem
             path = image_dir / (f"{stem}_aligned{Path(name).suffix}" if aligned else name)
             if check_files and not path.is_file():

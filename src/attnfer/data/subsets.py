@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import require_file
+from ._common import read_lines, require_file
 from .base import DatasetError, DatasetSplits
 
 __all__ = ["add_subsets", "read_subset_list"]
@@ -25,7 +25,7 @@ def read_subset_list(path: str | Path) -> list[str]:
     """Image keys of a list file, in order, duplicates removed."""
     path = require_file(Path(path), "a subset list (one image name per line)")
     keys: dict[str, None] = {}
-    for line in path.read_text().splitlines():
+    for _, line in read_lines(path, "one image name per line"):
         if line.split():
             keys[_key(line.split()[0])] = None
     if not keys:

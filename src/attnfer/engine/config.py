@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
+
+from ..files import UserError
 
 __all__ = [
     "AugmentConfig",
@@ -36,8 +39,8 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A bad recipe or override; the message names the key."""
+class ConfigError(UserError, ValueError):
+    """A bad recipe or override; the message (one line) names the key and what was expected."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +296,58 @@ def _validate(raw: dict) -> TrainConfig:
         problems = [_describe(err) for err in e.errors()]
         if len(problems) == 1:
             raise ConfigError(problems[0]) from None
-        raise ConfigError(f"{len(problems)} problems in the config:\n  " + "\n  ".join(problems)) from None
+        raise ConfigError(f"{len(problems)} problems in the config: " + "; ".join(problems)) from None
+
+
+def _constructor_options(name: str) -> list[str] | None:
+    """The keyword options the registered model ``name`` takes (its class's constructor, which the registry's
+    entry point forwards ``**kwargs`` to), or None when unknown: not registered, or a constructor taking ``**kwargs``
+    itself (then the model checks them when built)."""
+    from ..models import is_model, model_entrypoint
+
+    if not is_model(name):
+        return None  # the engine names an unknown model when it builds it (with the closest registered name)
+    fn = model_entrypoint(name)
+    target: Any = fn
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        try:
+            target = typing.get_type_hints(fn).get("return")
+        except Exception:  # an annotation that does not resolve: leave the check to the model
+            return None
+        if not isinstance(target, type):
+            return None
+        params = inspect.signature(target.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+    # what the entry point fills itself: the class count and positional arguments without a default
+    return [
+        p.name
+        for p in params.values()
+        if p.name not in ("self", "num_classes")
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is not p.empty
+    ]
+
+
+def _check_model_kwargs(cfg: TrainConfig) -> None:
+    """``model.kwargs`` keys the named model does not take: an error naming the key, the closest option and all of
+    them (instead of a TypeError when the model is built)."""
+    if cfg.model is None or not cfg.model.kwargs:
+        return
+    options = _constructor_options(cfg.model.name)
+    if options is None:
+        return
+    unknown = [key for key in cfg.model.kwargs if key not in options]
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), options, n=1)
+        problems.append(f"unknown key 'model.kwargs.{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ConfigError(
+        f"{', '.join(problems)}: model '{cfg.model.name}' takes no such option; expected one of {', '.join(options)}"
+    )
 
 
 def to_dict(cfg: BaseModel) -> dict[str, Any]:
@@ -399,4 +453,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     raw = apply_overrides(raw, overrides or [])
     if raw.get("model") is None:
         raw["model"] = {}  # a recipe must name its model: no model section reports model.name as required
-    return _validate(raw)
+    cfg = _validate(raw)
+    _check_model_kwargs(cfg)
+    return cfg

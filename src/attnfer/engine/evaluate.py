@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..files import atomic_write, write_json
+from ..files import _IsADirectoryOutputError, atomic_write, check_output_path, write_json
 from ..hardware import resolve_precision
 
 __all__ = [
     "batch_invariance",
+    "check_evaluation_dir",
     "class_mapping",
     "classification_metrics",
     "environment",
@@ -45,6 +46,24 @@ __all__ = [
 ]
 
 MAIN_SPLITS = ("train", "validation", "test")
+
+#: the files an evaluation (and the report of it) writes into its directory under fixed names
+OUTPUT_FILES = ("evaluation.json", "data.json", "environment.json", "samples.json", "report.html")
+
+
+def check_evaluation_dir(out_dir: str | Path, what: str = "") -> Path:
+    """Fail before any work when ``out_dir`` cannot take an evaluation's files: a file in its place, a directory
+    where one of its files goes (``evaluation.json``, ``report.html``, ...), a file where ``samples/`` goes, or no
+    permission to write (:class:`~attnfer.files.OutputPathError`). ``what`` names the option in the message."""
+    out = check_output_path(out_dir, what)
+    prefix = f"{what} " if what else ""
+    for name in OUTPUT_FILES:
+        if (out / name).is_dir():
+            raise _IsADirectoryOutputError(
+                f"{prefix}{out}: {out / name} is a directory; expected a file (or nothing) there"
+            )
+    check_output_path(out / "samples", prefix.strip())
+    return out
 
 
 def _name_key(name: str) -> str:
@@ -454,9 +473,7 @@ def evaluate_checkpoints(
     from .data import FERDataModule, load_run_data
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
+    out = check_evaluation_dir(out_dir) if out_dir is not None else None  # before any work
     items = _checkpoint_list(checkpoints)
     if not items:
         raise ValueError("no checkpoint to evaluate")

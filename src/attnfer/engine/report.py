@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from ..files import atomic_write
+from ..files import atomic_write, check_output_path
 
 __all__ = ["render_report"]
 
@@ -182,7 +182,9 @@ def _context(run_dir: Path) -> dict[str, Any]:
 def render_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` (atomically) from the files in ``run_dir``; returns its path.
 
-    Raises ``FileNotFoundError`` when ``run_dir`` holds none of the files a report shows."""
+    Raises ``FileNotFoundError`` when ``run_dir`` holds none of the files a report shows,
+    :class:`~attnfer.files.OutputPathError` when ``report.html`` cannot be written there. The file gets the usual
+    permissions (0666 less the umask)."""
     from jinja2 import Environment, PackageLoader
 
     run_dir = Path(run_dir)
@@ -192,6 +194,7 @@ def render_report(run_dir: str | Path) -> Path:
         raise FileNotFoundError(
             f"{run_dir} is not an attnfer run or evaluation directory (none of {', '.join(REPORTED)})"
         )
+    check_output_path(run_dir / "report.html", "", "file")  # a directory in its place, no permission: fail now
     env = Environment(loader=PackageLoader("attnfer.engine", "templates"), autoescape=True)
     env.filters["num"] = _num
     page = env.get_template("report.html.j2").render(**_context(run_dir))

@@ -8,7 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..images import display_name
 from .recognizer import FaceResult
+from .video import OpenCVPath
 
 __all__ = ["AnnotatedVideoWriter", "draw_faces"]
 
@@ -83,15 +85,22 @@ def _bars(out: np.ndarray, face: FaceResult, names: list[str], box, scale: float
 
 
 class AnnotatedVideoWriter:
-    """MP4 (``mp4v``) writer for annotated frames that appears at ``path`` only when closed without error."""
+    """MP4 (``mp4v``) writer for annotated frames that appears at ``path`` only when closed without error.
+
+    OpenCV writes a temporary file beside ``path`` with a UTF-8 name (``.STEM.part.mp4``, the stem as
+    :func:`~attnfer.images.display_name` writes it), reached through :class:`~.video.OpenCVPath` when the folder's
+    name is not UTF-8; ``close`` renames it to ``path`` (any name)."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        suffix = self.path.suffix if display_name(self.path.suffix) == self.path.suffix else ".mp4"
+        self.tmp = self.path.with_name(f".{display_name(self.path.stem)}.part{suffix}")
+        self._cv_path = OpenCVPath(self.tmp, create=True)
+        self.writer = cv2.VideoWriter(self._cv_path.name, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self.writer.isOpened():
-            raise OSError(f"{self.path}: OpenCV cannot write an mp4v video here")
+            self._cv_path.close()
+            raise OSError(f"{display_name(self.path)}: OpenCV cannot write an mp4v video here")
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
@@ -100,6 +109,7 @@ class AnnotatedVideoWriter:
 
     def close(self, keep: bool = True) -> None:
         self.writer.release()
+        self._cv_path.close()
         if keep and self.frames:
             self.tmp.replace(self.path)
         else:

@@ -18,6 +18,11 @@ Backends (``create_detector(name)``):
   detector says which ran (``detector.name``), what was asked for (``detector.requested``) and, after a fallback,
   why (``detector.fallback_reason``) and how to fix it (``detector.hint``: ``attnfer detectors fetch``, which
   :func:`fetch_detector_files` implements, from the registry or from local files).
+
+Every detector here may be shared by threads (``thread_safe``): the Haar cascade is one OpenCV
+``CascadeClassifier`` per thread (a shared one raised ``cv2.error`` and returned other calls' boxes under
+concurrent ``detectMultiScale``), the SSD's network runs one call at a time under a lock, BlazeFace's ONNX Runtime
+session is thread-safe itself.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import math
 import shutil
 import sys
 import tarfile
+import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +111,9 @@ class Face:
 
 class FaceDetector:
     name: str = "base"
+    #: ``detect`` may be called from several threads at once (all of attnfer's detectors; a detector of your own
+    #: that leaves this False is called one thread at a time by :class:`~attnfer.inference.Recognizer`)
+    thread_safe: bool = False
     #: the detector does not look for faces: every image is one face, used whole (see :class:`NoDetector`)
     whole_image: bool = False
     #: the name it was asked for (``auto`` or its own name), set by :func:`create_detector`
@@ -129,6 +138,7 @@ class NoDetector(FaceDetector):
 
     name = "none"
     whole_image = True
+    thread_safe = True
 
     def detect(self, image: np.ndarray) -> list[Face]:
         h, w = image.shape[:2]
@@ -136,14 +146,34 @@ class NoDetector(FaceDetector):
 
 
 class HaarDetector(FaceDetector):
+    """OpenCV's frontal-face Haar cascade. OpenCV's ``CascadeClassifier`` keeps per-call state in the object, so each
+    thread that calls :meth:`detect` gets its own (loaded on its first call, about 20 ms)."""
+
     name = "haar"
+    thread_safe = True
 
     def __init__(self, min_size: float = 0.05, min_neighbors: int = 5) -> None:
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         if not path.is_file():
             raise DetectorError(f"{path} is missing: opencv-python-headless 5.x ships no Haar cascades (pin <5)")
-        self.cascade = cv2.CascadeClassifier(str(path))
+        self.path = path
+        self._local = threading.local()
+        self._local.cascade = self._load()
         self.min_size, self.min_neighbors = min_size, min_neighbors
+
+    def _load(self) -> cv2.CascadeClassifier:
+        cascade = cv2.CascadeClassifier(str(self.path))
+        if cascade.empty():
+            raise DetectorError(f"{self.path}: not a readable Haar cascade")
+        return cascade
+
+    @property
+    def cascade(self) -> cv2.CascadeClassifier:
+        """This thread's cascade."""
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = self._local.cascade = self._load()
+        return cascade
 
     def detect(self, image: np.ndarray) -> list[Face]:
         grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
@@ -201,7 +231,11 @@ def _download(
 
 
 class SSDDetector(FaceDetector):
+    """OpenCV's ResNet-10 SSD; an OpenCV ``dnn.Net`` holds its input and outputs, so calls from several threads run
+    one at a time (a lock around ``setInput`` + ``forward``)."""
+
     name = "ssd"
+    thread_safe = True
 
     def __init__(
         self,
@@ -232,6 +266,7 @@ class SSDDetector(FaceDetector):
         except cv2.error as e:
             raise DetectorError(f"{config}: not a readable Caffe deploy.prototxt for the SSD ({e})") from e
         self.threshold, self.nms = threshold, nms
+        self._lock = threading.Lock()
 
     @staticmethod
     def available_offline() -> bool:
@@ -249,8 +284,9 @@ class SSDDetector(FaceDetector):
         bgr = cv2.cvtColor(cv2.resize(square, (300, 300), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
         blob = cv2.dnn.blobFromImage(bgr, 1.0, (300, 300), (104.0, 177.0, 123.0))
         h = w = side
-        self.net.setInput(blob)
-        out = self.net.forward()[0, 0]  # (N, 7): image id, class, score, x1, y1, x2, y2 (relative)
+        with self._lock:
+            self.net.setInput(blob)
+            out = self.net.forward()[0, 0].copy()  # (N, 7): image id, class, score, x1, y1, x2, y2 (relative)
         out = out[out[:, 2] >= self.threshold]
         boxes, scores = [], []
         for _, _, score, x1, y1, x2, y2 in out:
@@ -272,6 +308,7 @@ class BlazeFaceDetector(FaceDetector):
     """
 
     name = "blazeface"
+    thread_safe = True  # ONNX Runtime's InferenceSession.run may be called from several threads
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
+from ..files import apply_umask, check_output_path
 from ..models import load_model
 
 __all__ = ["export_onnx", "read_metadata"]
@@ -48,13 +49,15 @@ def export_onnx(
     """Export a saved model directory (or a registry-built model) to ONNX at ``out``; returns ``out``.
 
     ``calibration``: preprocessed inputs (N, 3, H, W) for the INT8 calibration (default: 64 SynthFER faces).
+    A directory at ``out``, or a file among its parents, fails before any work
+    (:class:`~attnfer.files.OutputPathError`); the file gets the usual permissions (0666 less the umask).
     """
     import onnx
 
+    out = check_output_path(out, "", "file")
     model = load_model(source) if not isinstance(source, nn.Module) else source
     model.eval()
     cfg = model.cfg
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(2, *cfg.input_size, device=next(model.parameters()).device)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -92,6 +95,7 @@ def export_onnx(
                 entry = q.metadata_props.add()
                 entry.key, entry.value = k, v
             onnx.save(q, str(final))
+        apply_umask(final)  # whatever the writers did, as a plain open() would have
         os.replace(final, out)
     return out
 

@@ -1,5 +1,9 @@
 """Streaming prediction writers (JSON or CSV): rows are written as they come, so a long video keeps memory flat,
-and a file target appears only when complete (written to a temporary name, renamed on close)."""
+and a file target appears only when complete (written to a temporary name, renamed on close).
+
+Every text value is written as valid UTF-8: a file name whose bytes are not UTF-8 (which Python carries as lone
+surrogates) has those bytes written as ``\\xNN`` (Python's ``backslashreplace``;
+:func:`attnfer.images.display_name`), the same text in CSV and JSON, so such a name never costs a row or the run."""
 
 from __future__ import annotations
 
@@ -9,7 +13,21 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["PredictionWriter"]
+from ..images import display_name
+
+__all__ = ["PredictionWriter", "clean_text"]
+
+
+def clean_text(value: Any) -> Any:
+    """``value`` with every string in it (dict values and keys, list items) made valid UTF-8 by
+    :func:`~attnfer.images.display_name`; other values unchanged."""
+    if isinstance(value, str):
+        return display_name(value)
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_text(v) for v in value]
+    return value
 
 
 class PredictionWriter:
@@ -26,12 +44,12 @@ class PredictionWriter:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = self.path.with_name(self.path.name + ".part")
-            self.f: TextIO = self.tmp.open("w", newline="")
+            self.f: TextIO = self.tmp.open("w", newline="", encoding="utf-8")
         else:
             self.f = sys.stdout
         self.rows = 0
         if fmt == "json":
-            head = json.dumps(header)[:-1]  # open object, rows follow
+            head = json.dumps(clean_text(header))[:-1]  # open object, rows follow
             self.f.write(f'{head}, "rows": [' if header else '{"rows": [')
         else:
             fields = ["source", "status", "frame", "timestamp", "box", "detector_score", "label"]
@@ -39,6 +57,7 @@ class PredictionWriter:
             self.csv.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
+        row = clean_text(row)
         if self.fmt == "json":
             self.f.write(("\n  " if self.rows == 0 else ",\n  ") + json.dumps(row))
         else:
@@ -48,7 +67,7 @@ class PredictionWriter:
 
     def close(self, summary: dict[str, Any] | None = None, keep: bool = True) -> None:
         if self.fmt == "json":
-            self.f.write("\n]" + (f', "summary": {json.dumps(summary)}' if summary else "") + "}\n")
+            self.f.write("\n]" + (f', "summary": {json.dumps(clean_text(summary))}' if summary else "") + "}\n")
         self.f.flush()
         if self.path:
             self.f.close()

@@ -1,5 +1,10 @@
 """What ``attnfer predict`` does: collect inputs (images, videos, folders, a camera), recognise, write rows and
-annotated outputs, report progress. Bad inputs become ``error`` rows; the run goes on past them."""
+annotated outputs, report progress. Bad inputs become ``error`` rows; the run goes on past them.
+
+An annotated output is named after its input's stem as :func:`~attnfer.images.display_name` writes it
+(``STEM.annotated.jpg`` / ``STEM.annotated.mp4``): an input whose name has bytes that are not UTF-8
+(``caf\\xe9.mp4``) gives ``caf\\xe9.annotated.mp4`` (a backslash, x, e, 9), a valid UTF-8 name that is the
+rows' ``source`` text. OpenCV is never given a path it cannot take (see :mod:`attnfer.inference.video`)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..images import IMAGE_SUFFIXES, ImageReadError, read_rgb
+from ..images import IMAGE_SUFFIXES, ImageReadError, display_name, read_rgb
 from .annotate import AnnotatedVideoWriter, draw_faces
 from .output import PredictionWriter
 from .recognizer import Recognizer
@@ -39,7 +44,7 @@ class PredictSummary:
     no_face: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    annotated: list[str] = field(default_factory=list)
+    annotated: list[str] = field(default_factory=list)  # paths written, as display_name writes them
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -94,12 +99,16 @@ def _image(rec, f: Path, writer, summary: PredictSummary, annotate_dir: Path | N
     if annotate_dir is not None:
         import cv2
 
-        target = annotate_dir / f"{f.stem}.annotated.jpg"
+        from ..files import atomic_write
+
+        target = annotate_dir / f"{display_name(f.stem)}.annotated.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.part.jpg")
-        cv2.imwrite(str(tmp), cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        tmp.replace(target)
-        summary.annotated.append(str(target))
+        bgr = cv2.cvtColor(draw_faces(image, faces), cv2.COLOR_RGB2BGR)
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])  # encoded in memory: no path to OpenCV
+        if not ok:
+            raise OSError(f"{display_name(target)}: OpenCV could not encode the annotated image")
+        atomic_write(target, jpeg.tobytes())
+        summary.annotated.append(display_name(target))
 
 
 def _video(rec, source, writer, summary, annotate_dir, stride, detect_every, max_frames, progress) -> None:
@@ -111,10 +120,15 @@ def _video(rec, source, writer, summary, annotate_dir, stride, detect_every, max
         return _error(writer, summary, name, str(e))
     out = None
     if annotate_dir is not None:
-        stem = f"webcam{source}" if isinstance(source, int) else Path(source).stem
-        out = AnnotatedVideoWriter(annotate_dir / f"{stem}.annotated.mp4", src.fps / stride, (src.width, src.height))
+        stem = f"webcam{source}" if isinstance(source, int) else display_name(Path(source).stem)
+        try:
+            size = (src.width, src.height)
+            out = AnnotatedVideoWriter(annotate_dir / f"{stem}.annotated.mp4", src.fps / stride, size)
+        except BaseException:
+            src.release()
+            raise
     total = src.frame_count // stride + (src.frame_count % stride > 0) if src.frame_count else None
-    task = progress.add_task(Path(name).name, total=total) if progress else None
+    task = progress.add_task(display_name(Path(name).name), total=total) if progress else None
     ok = False
     try:
         for fr in rec.predict_video(src, detect_every=detect_every, keep_images=out is not None):
@@ -140,7 +154,7 @@ def _video(rec, source, writer, summary, annotate_dir, stride, detect_every, max
         if out is not None:
             out.close(keep=ok)
             if ok and out.frames:
-                summary.annotated.append(str(out.path))
+                summary.annotated.append(display_name(out.path))
         if task is not None:
             progress.remove_task(task)
     if src.truncated:

@@ -11,11 +11,15 @@ runtime (``runtime="onnx"``: an exported ``model.onnx``, or a directory holding 
 that path needs no torch. A detected face is cropped square with the config's ``crop_margin`` around its box; with
 ``detector="none"`` the whole image is the face and goes to the preprocessing as it is (stretched to the input
 size, as the data pipeline does).
+
+A :class:`Recognizer` may be shared by threads: see its docstring.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -82,6 +86,14 @@ class Recognizer:
             ``description`` and, for a SynthFER model, a ``warning``), read from the config.
         detector: the face detector; after ``auto`` fell back from BlazeFace, ``detector.fallback_reason`` says why
             and ``detector.hint`` how to fix it.
+
+    Threads: one Recognizer may be shared by any number of threads (a web server's workers, a thread pool over a
+    folder): ``predict``, ``predict_video`` and ``classify`` keep no state between calls, and each call's results
+    are what the same call gives alone. The detectors and runtimes attnfer builds are thread-safe (the Haar cascade is
+    one OpenCV classifier per thread, the SSD runs one call at a time, BlazeFace and the ONNX runtime are ONNX
+    Runtime sessions, the torch runtime is a module in eval mode under ``no_grad``). A detector or runtime of your
+    own is called by one thread at a time unless it has ``thread_safe = True``. Calls in parallel share the CPU
+    cores: throughput grows only while the runtime's own threads leave cores idle.
     """
 
     def __init__(
@@ -108,6 +120,17 @@ class Recognizer:
         self.model_name = model_name
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.origin: ModelOrigin = model_origin(model_name, self.config, self.checkpoint)
+        self._detect_lock, self._runtime_lock = threading.Lock(), threading.Lock()
+
+    @staticmethod
+    def _serialised(part: Any, lock: threading.Lock) -> contextlib.AbstractContextManager:
+        """No lock for a part that says it is ``thread_safe``, else ``lock`` (one call at a time)."""
+        return contextlib.nullcontext() if getattr(part, "thread_safe", False) else lock
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """The detector's faces in an RGB image (safe to call from several threads)."""
+        with self._serialised(self.detector, self._detect_lock):
+            return self.detector.detect(image)
 
     @classmethod
     def from_checkpoint(
@@ -156,7 +179,7 @@ class Recognizer:
         if isinstance(image, (str, Path)):
             source = source or str(image)
             image = read_rgb(image)
-        faces = self.detector.detect(image)
+        faces = self.detect(image)
         if not faces:
             return []
         probs = self.classify([self.crop(image, f) for f in faces])
@@ -188,7 +211,7 @@ class Recognizer:
         for k, frame in enumerate(src):
             detect = k % detect_every == 0 or getattr(self.detector, "whole_image", False)
             if detect:
-                faces = self.detector.detect(frame.image)
+                faces = self.detect(frame.image)
                 tracker.reset(frame.image)
             else:
                 faces = tracker.update(frame.image, faces)
@@ -234,7 +257,9 @@ class Recognizer:
         step = 1 if self.batch_dependent else max(1, batch_size)
         out = []
         for i in range(0, len(crops), step):
-            logits = np.asarray(self.runtime(self.preprocess(crops[i : i + step])), np.float64)
+            x = self.preprocess(crops[i : i + step])
+            with self._serialised(self.runtime, self._runtime_lock):
+                logits = np.asarray(self.runtime(x), np.float64)
             e = np.exp(logits - logits.max(1, keepdims=True))
             out.append((e / e.sum(1, keepdims=True)).astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
@@ -244,6 +269,7 @@ class _TorchRuntime:
     """A saved model directory run by PyTorch; its config is the one saved with it (``model.cfg``)."""
 
     name = "torch"
+    thread_safe = True  # eval mode under no_grad: forward passes keep no state that the results depend on
 
     def __init__(self, path: Path, device: str) -> None:
         import torch
@@ -265,6 +291,7 @@ class _OnnxRuntime:
     """An exported ONNX file run by ONNX Runtime (no torch); its config comes from the file's metadata."""
 
     name = "onnx"
+    thread_safe = True  # InferenceSession.run may be called from several threads
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort

@@ -6,13 +6,23 @@ frame (default 3) and moves the boxes in between with :class:`BoxTracker` (pyram
 corner points inside each box; the median displacement and spread give the new box). ``detect_every=1`` detects on
 every frame. Decoding runs in its own thread (OpenCV releases the GIL) with a bounded queue, so memory stays flat
 whatever the video's length.
+
+OpenCV's Python bindings crash the interpreter (SIGSEGV, no exception) when given a path whose text is not UTF-8: a
+file name with bytes that are not UTF-8, which Python carries as lone surrogates. Such a path never reaches OpenCV
+here: :class:`OpenCVPath` gives OpenCV a UTF-8 name that leads to the same file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +30,86 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..images import display_name
 from .faces import Face
 
-__all__ = ["VIDEO_SUFFIXES", "BoxTracker", "VideoReadError", "VideoSource"]
+__all__ = ["VIDEO_SUFFIXES", "BoxTracker", "OpenCVPath", "VideoReadError", "VideoSource", "opencv_safe"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
 class VideoReadError(ValueError):
     """A video or camera that cannot be opened or decoded; the message names it and why."""
+
+
+def opencv_safe(path: str | os.PathLike) -> bool:
+    """Whether OpenCV can be given ``path`` as it is: its text is valid UTF-8 (no lone surrogates)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):  # AttributeError: a bytes path
+        return False
+    return True
+
+
+def _cleanup(tmpdir: str | None, fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class OpenCVPath:
+    """A name for ``path`` that OpenCV can be given (``.name``), valid until :meth:`close`.
+
+    A path whose text is UTF-8 is its own name. Any other (bytes of the file name that are not UTF-8) is reached
+    through a symbolic link with an ASCII name in a new private temporary folder: a link to the file itself, or, with
+    ``create=True`` (a file OpenCV is to write; its own name, ``path.name``, must then be UTF-8), a link to its
+    folder. Where no link can be made, a file to read is reached as ``/proc/self/fd/N`` (Linux); failing that
+    :class:`OSError` names the file. ``close`` (also run when the object is collected) removes the link: call it
+    once OpenCV has released the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = False) -> None:
+        path = os.fspath(path)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        self.path, self.name = path, path
+        tmpdir, fd = None, None
+        if not opencv_safe(path):
+            parent, base = os.path.split(os.path.abspath(path))
+            if create and not opencv_safe(base):
+                raise ValueError(f"{display_name(path)}: a file for OpenCV to write needs a UTF-8 name")
+            try:
+                tmpdir = tempfile.mkdtemp(prefix="attnfer-opencv-")
+                if not opencv_safe(tmpdir):
+                    raise OSError(errno.EINVAL, "the temporary folder's name is not UTF-8")
+                if create:
+                    os.symlink(parent, os.path.join(tmpdir, "dir"), target_is_directory=True)
+                    self.name = os.path.join(tmpdir, "dir", base)
+                else:
+                    suffix = os.path.splitext(base)[1]
+                    link = os.path.join(tmpdir, "input" + (suffix if opencv_safe(suffix) else ""))
+                    os.symlink(os.path.abspath(path), link)
+                    self.name = link
+            except OSError as e:
+                _cleanup(tmpdir, None)
+                tmpdir, why = None, e
+                if not create and os.path.isdir("/proc/self/fd"):
+                    try:
+                        fd = os.open(path, os.O_RDONLY)
+                        self.name = f"/proc/self/fd/{fd}"
+                    except OSError as e2:
+                        why = e2
+                if fd is None:
+                    raise OSError(
+                        f"{display_name(path)}: OpenCV cannot be given this name (not UTF-8) and no link to it could "
+                        f"be made ({why.strerror or why}); rename it"
+                    ) from why
+        self._finalizer = weakref.finalize(self, _cleanup, tmpdir, fd)
+
+    def close(self) -> None:
+        self._finalizer()
 
 
 @dataclass(frozen=True)
@@ -43,7 +124,8 @@ class VideoSource:
 
     ``stride`` keeps every ``stride``-th frame (the others are grabbed but not converted). ``max_frames`` bounds a
     camera stream. Iterating raises :class:`VideoReadError` when nothing can be decoded; ``truncated`` tells
-    afterwards whether a file stopped well before the frame count its header declares.
+    afterwards whether a file stopped well before the frame count its header declares. A file whose name is not
+    UTF-8 is read through :class:`OpenCVPath`; ``name`` (the rows' ``source``) is the path as given.
     """
 
     def __init__(self, source: str | Path | int, stride: int = 1, max_frames: int | None = None, buffer: int = 16):
@@ -53,8 +135,13 @@ class VideoSource:
         self.name = f"webcam:{source}" if self.camera else str(source)
         if not self.camera and not Path(source).is_file():
             raise VideoReadError(f"{source}: no such file")
-        self.cap = cv2.VideoCapture(source if self.camera else str(source))
+        try:
+            self._cv_path = None if self.camera else OpenCVPath(source)
+        except OSError as e:
+            raise VideoReadError(str(e)) from e
+        self.cap = cv2.VideoCapture(source if self._cv_path is None else self._cv_path.name)
         if not self.cap.isOpened():
+            self.release()
             what = "camera could not be opened" if self.camera else "not a video OpenCV/FFmpeg can open"
             raise VideoReadError(f"{self.name}: {what} (unsupported codec or container, or a corrupt file)")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
@@ -66,6 +153,14 @@ class VideoSource:
         self.stride, self.max_frames, self.buffer = stride, max_frames, buffer
         self.decoded = 0
         self.truncated = False
+
+    def release(self) -> None:
+        """Close the video (iterating to the end, or stopping early, does it)."""
+        cap = getattr(self, "cap", None)
+        if cap is not None:
+            cap.release()
+        if self._cv_path is not None:
+            self._cv_path.close()
 
     def __iter__(self) -> Iterator[Frame]:
         q: queue.Queue = queue.Queue(maxsize=self.buffer)
@@ -84,7 +179,7 @@ class VideoSource:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(0.05)
-            self.cap.release()
+            self.release()
 
     def _read(self, q: queue.Queue, stop: threading.Event) -> None:
         index, kept, start = 0, 0, time.monotonic()

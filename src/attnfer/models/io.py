@@ -40,7 +40,10 @@ class CheckpointError(RuntimeError):
 
 
 def save_model(model: nn.Module, directory: str | Path) -> Path:
-    """Save weights and config of a registry-built model into ``directory``; returns the directory."""
+    """Save weights and config of a registry-built model into ``directory``; returns the directory.
+
+    Each file is written atomically and gets the usual permissions, 0666 less the umask (0644 under 022), so another
+    user or a container running as another uid can read a shared model."""
     from safetensors.torch import save_file
 
     if not getattr(model, "model_name", ""):
