@@ -1,22 +1,100 @@
 """The ``attnfer`` command line (typer + rich): each command parses its options and calls one library function.
 
+Errors: a bad input (a recipe, an option, a path, a dataset or checkpoint) is one line on stderr, ``error: ...``
+naming the file, key or option and what was expected, and exit code 2; one place does it for every command
+(:class:`_Commands`), so a command needs no try/except of its own for them. Exit code 1 is kept for "ran, but some
+inputs were bad" (predict, explain); a traceback means a bug.
+
 Model names are never written here: ``attnfer models`` and the help texts list the registry
 (:func:`attnfer.models.list_models`), read when the help is shown, so ``attnfer --version`` stays fast.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
+
+#: attnfer's exception types that say the input was bad (a message for the user, not a bug), by class name; matched
+#: on the exception's classes without importing their modules (a command that raised one has imported it)
+_USER_ERROR_TYPES = frozenset(
+    {
+        "UserError",
+        "ConfigError",
+        "DatasetError",
+        "CheckpointError",
+        "CheckpointNotFoundError",
+        "PretrainedWeightsError",
+        "DetectorError",
+        "ImageReadError",
+        "VideoReadError",
+        "KerasH5Error",
+    }
+)
+
+
+def _os_error_text(e: OSError) -> str | None:
+    """One line for an OSError about a path the user gave (an output in the way, no permission, a full or read-only
+    disk), naming the path and what was expected; None for any other OSError."""
+    name = e.filename2 if e.filename2 is not None else e.filename  # a rename: its destination is the user's path
+    if name is None:
+        return None
+    name = str(name)
+    if isinstance(e, FileExistsError):
+        if Path(name).is_dir():
+            return f"{name}: already exists; expected a new name"
+        return f"{name}: exists and is not a directory; expected a directory (new or existing)"
+    if isinstance(e, NotADirectoryError):
+        return f"{name}: a file is in the way (the path or one of its parents is not a directory); expected a directory"
+    if isinstance(e, IsADirectoryError):
+        return f"{name}: is a directory; expected a file"
+    if isinstance(e, PermissionError):
+        return f"{name}: permission denied; expected a path this user may write (and read)"
+    if e.errno == errno.EROFS:
+        return f"{name}: read-only file system; expected a writable location"
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"{name}: no space left (disk full or quota reached)"
+    return None
+
+
+def _user_error_text(e: BaseException) -> str | None:
+    """The one-line message of an expected user error, or None for anything else (a bug: its traceback shows)."""
+    if isinstance(e, OSError) and not any(c.__name__ in _USER_ERROR_TYPES for c in type(e).__mro__):
+        return _os_error_text(e)
+    if any(c.__name__ in _USER_ERROR_TYPES and c.__module__.startswith("attnfer") for c in type(e).__mro__):
+        return str(e).strip()
+    return None
+
+
+def _error_text(e: BaseException) -> str:
+    """One line for any error a command reports itself: the user-error text, else the exception's message."""
+    return _user_error_text(e) or str(e).strip("'\"")
+
+
+class _Commands(TyperGroup):
+    """attnfer's command groups: an expected user error raised by any command below becomes ``error: MESSAGE`` on
+    stderr and exit code 2 (the file, key or option and what was expected), never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            message = _user_error_text(e)
+            if message is None:
+                raise
+            _fail(message)
+
 
 app = typer.Typer(
     name="attnfer",
@@ -24,6 +102,7 @@ app = typer.Typer(
     "(`attnfer models` lists them).",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -79,6 +158,16 @@ def main(
     ] = False,
 ) -> None:
     """attnfer command line."""
+
+
+def _output_dir(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """An option naming a directory to write into: checked before the command does any work (a file in the way, no
+    permission: one line naming the option, exit code 2)."""
+    if value is not None and not ctx.resilient_parsing:
+        from .files import check_output_path
+
+        check_output_path(value, param.opts[0] if param.opts else param.name or "")
+    return value
 
 
 @app.command(cls=_LiveHelp)
@@ -145,7 +234,8 @@ def train(
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML recipe (configs/*.yaml).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
     run_dir: Annotated[
-        str | None, typer.Option("--run-dir", help="Where to write the run (default: a new folder).")
+        str | None,
+        typer.Option("--run-dir", help="Where to write the run (default: a new folder).", callback=_output_dir),
     ] = None,
 ) -> None:
     """Train with a recipe; ``--key.path value`` overrides any config key (e.g. --data.batch_size 16)."""
@@ -153,6 +243,7 @@ def train(
     from .engine import ConfigError, load_config
     from .engine import resume as resume_run
     from .engine import train as train_run
+    from .engine.train import TrainingInterrupted
     from .models import CheckpointError, PretrainedWeightsError
 
     try:
@@ -164,6 +255,10 @@ def train(
             out = train_run(load_config(config, ctx.args), run_dir)
     except (ConfigError, DatasetError, PretrainedWeightsError, CheckpointError, ValueError) as e:
         _fail(str(e))
+    except TrainingInterrupted as e:  # SIGTERM / SIGINT: one line (rank 0) with the command that continues; 143 / 130
+        if e.rank == 0:
+            err_console.print(str(e), soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(e.exit_code) from None
     console.print(f"run: {out}\nreport: {out / 'report.html'}")
 
 
@@ -194,16 +289,18 @@ def evaluate(
     checkpoint keeps its own head order); the model's classes the dataset lacks (e.g. contempt on a 7-class set) are
     left out of the decision and reported; a dataset class the model lacks is an error."""
     from .data import DatasetError
-    from .engine.evaluate import evaluate_checkpoints
+    from .engine.evaluate import check_evaluation_dir, evaluate_checkpoints
     from .engine.report import render_report
     from .models import CheckpointError
 
     settings = {"name": data, "root": root, "options": _parse_options(option)}
+    if out is not None:
+        check_evaluation_dir(out, "--out")  # before any work: a file or a folder in the way fails now
     checkpoint = str(_resolve_checkpoint(checkpoint))
     try:
         result = evaluate_checkpoints(checkpoint, settings, out, splits=split or None, samples=samples)
     except (CheckpointError, DatasetError, ValueError, KeyError, OSError) as e:
-        _fail(str(e).strip("'\""))
+        _fail(_error_text(e))
     for which, entry in result["checkpoints"].items():
         if entry.get("warning"):
             console.print(f"[bold red]warning ({which}): {entry['warning']}[/bold red]")
@@ -244,20 +341,26 @@ def report(run_dir: Annotated[str, typer.Argument(help="A run or `attnfer evalua
     try:
         console.print(f"report: {render_report(run_dir)}")
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        _fail(_error_text(e))
 
 
 @app.command(cls=_LiveHelp)
 def quickstart(
-    output_dir: Annotated[str, typer.Option(help="Where the run goes.")] = "runs",
+    output_dir: Annotated[str, typer.Option(help="Where the run goes.", callback=_output_dir)] = "runs",
 ) -> None:
     """The main job on the built-in default: train, evaluate and report the quickstart recipe.
 
     The packaged configs/quickstart.yaml: SynthFER (generated and cached on first use) and the recipe's model,
     {quickstart_model}, from scratch."""
     from .engine import quickstart as run_quickstart
+    from .engine.train import TrainingInterrupted
 
-    run, summary = run_quickstart(output_dir)
+    try:
+        run, summary = run_quickstart(output_dir)
+    except TrainingInterrupted as e:  # SIGTERM / SIGINT: one line with the command that continues; 143 / 130
+        if e.rank == 0:
+            err_console.print(str(e), soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(e.exit_code) from None
     console.print(f"quickstart ({summary['model']} on {summary['dataset']}) finished in {summary['minutes']:.1f} min")
     for split, m in summary["splits"].items():
         console.print(f"  {split:<10} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}")
@@ -274,13 +377,17 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Static INT8 quantisation with ONNX Runtime.")] = False,
 ) -> None:
     """Export a saved model to ONNX (dynamic batch; class names and preprocessing in the metadata)."""
+    from .files import check_output_path
     from .inference.onnx_export import export_onnx
     from .models import CheckpointError
 
     if format != "onnx":
         _fail(f"--format must be onnx, got {format!r}")
+    if out:
+        check_output_path(out, "--out", "file")
     checkpoint = str(_resolve_checkpoint(checkpoint))
     target = Path(out) if out else Path(checkpoint) / ("model.int8.onnx" if int8 else "model.onnx")
+    check_output_path(target, "--out" if out else "CHECKPOINT", "file")
     try:
         path = export_onnx(checkpoint, target, int8=int8)
     except CheckpointError as e:
@@ -315,14 +422,16 @@ def convert(
 
     The result keeps the original's head, class order (mapped onto canonical names) and preprocessing, so predict,
     explain, evaluate, export and serve use it as the original did. Files are read without unpickling objects."""
+    from .files import check_output_path
     from .models import CheckpointError, convert_checkpoint, save_model
 
     names = [n.strip() for n in class_names.split(",")] if class_names is not None else None
+    check_output_path(out, "--out")
     try:
         model = convert_checkpoint(src, from_format, class_names=names, shortcut_weight=shortcut_weight)
         path = save_model(model, out)
     except (CheckpointError, ValueError, OSError) as e:
-        _fail(str(e))
+        _fail(_error_text(e))
     imported = model.cfg.extra["imported"]
     console.print(f"converted {src} ({from_format}) -> {path}: {model.model_name}, {model.num_classes} classes")
     console.print(f"classes (head order): {', '.join(model.class_names)}")
@@ -427,6 +536,10 @@ def predict(
         _fail("give images, videos or folders, or --webcam INDEX")
     if annotate and not out:
         _fail("--annotate needs --out DIR")
+    if out:
+        from .files import check_output_path
+
+        check_output_path(out, "--out")
     files = collect_inputs(inputs or [])
     path = _resolve_checkpoint(checkpoint, runtime)
     det = _detector(detector)
@@ -472,10 +585,12 @@ def predict(
     )
     _print_warnings(rec)
     for a in summary.annotated:
-        err_console.print(f"annotated: {a}")
+        err_console.print(f"annotated: {a}", markup=False, highlight=False)
     if summary.errors:
-        for e in summary.errors:
-            err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+        from .images import display_name
+
+        for e in summary.errors:  # a non-UTF-8 file name: its bytes as \xNN, as in the rows
+            err_console.print(f"[red]error:[/red] {escape(display_name(e))}", soft_wrap=True, highlight=False)
         err_console.print(f"[red]{len(summary.errors)} inputs could not be read (rows with status 'error')[/red]")
         raise typer.Exit(1)
 
@@ -492,9 +607,11 @@ def explain(
     """PNG overlays of what the model looked at, per face: the model's own attention maps (attention maps and
     images, spatial attention of its blocks, attention among patch tokens, whatever the architecture has) and
     Grad-CAM of the predicted class."""
+    from .files import check_output_path
     from .inference import Recognizer
     from .inference.explain import explain_files
 
+    check_output_path(out, "--out")
     path = _resolve_checkpoint(checkpoint)
     det = _detector(detector)
     try:
@@ -525,29 +642,69 @@ def serve(
     detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + ".")] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 10.0,
     max_megapixels: Annotated[float, typer.Option(help="Largest accepted image, decoded.")] = 40.0,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may take before a 504.")] = 30.0,
+    timeout: Annotated[float, typer.Option(help="Seconds inference of a request may take before a 504.")] = 30.0,
+    upload_timeout: Annotated[
+        float, typer.Option(help="Seconds an upload may take to arrive before a 408 (slow or stalled clients).")
+    ] = 30.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ATTNFER_API_KEY",
+            show_envvar=True,
+            help="Require `Authorization: Bearer KEY` on every route but /healthz and the page (which asks for it); "
+            "prefer the environment variable, which other users cannot see in the process list.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A browser origin (https://host[:port]) whose pages may call the service (repeatable); "
+            "other origins are refused."
+        ),
+    ] = None,
 ) -> None:
     """Web service: POST /v1/predict (JSON per face), a page at / (photo drop or webcam), /healthz, /docs."""
+    import ipaddress
+
     import uvicorn
 
     from .inference import Recognizer
     from .serve import ServeLimits, create_app
 
+    for name, value in (("--timeout", timeout), ("--upload-timeout", upload_timeout)):
+        if not value > 0:
+            _fail(f"{name} must be a number of seconds > 0, got {value:g}")
+    api_key = (api_key or "").strip() or None
+    origins = [o.strip().rstrip("/") for o in cors_origin or []]
+    for o in origins:
+        if o == "*" or not re.fullmatch(r"https?://[^/?#\s]+", o):
+            _fail(f"--cors-origin must be an origin like https://example.com or http://host:8080, got {o!r}")
     path = _resolve_checkpoint(checkpoint, runtime)
     det = _detector(detector)
     try:
         rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime)
     except Exception as e:
         _fail(f"{path}: {e}")
-    limits = ServeLimits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1e6), timeout)
-    web = create_app(rec, limits, checkpoint=str(path), runtime=runtime)
+    limits = ServeLimits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1e6), timeout, upload_timeout)
+    web = create_app(rec, limits, checkpoint=str(path), runtime=runtime, api_key=api_key, cors_origins=origins)
     err_console.print(
         f"serving {path}: {rec.origin.description} ({runtime}, {rec.detector.describe()} detector) "
-        f"on http://{host}:{port}/",
+        f"on http://{host}:{port}/" + (" (API key required)" if api_key else ""),
         soft_wrap=True,
         markup=False,
     )
     _print_warnings(rec)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if api_key is None and not loopback:
+        err_console.print(
+            f"[yellow]warning:[/yellow] serving on {host} without an API key: anyone who can reach port {port} can "
+            "use the service; set ATTNFER_API_KEY (or --api-key) to require one",
+            soft_wrap=True,
+            highlight=False,
+        )
     uvicorn.run(web, host=host, port=port, log_level="info")
 
 
@@ -596,7 +753,13 @@ app.add_typer(data_app, name="data")
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True, highlight=False)
+    """``error: MESSAGE`` on stderr, one line (the message's own brackets printed as they are), exit code 2."""
+    from rich.markup import escape
+
+    from .images import display_name
+
+    line = "; ".join(part.strip() for part in display_name(str(message)).splitlines() if part.strip())
+    err_console.print(f"[bold red]error:[/bold red] {escape(line)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -629,7 +792,9 @@ def data_synth(
     import time
 
     from .data.synthfer import contact_sheet, generate
+    from .files import check_output_path
 
+    check_output_path(out, "OUT")
     t = time.perf_counter()
     with console.status(f"rendering {n} faces at {size}x{size}..."):
         root = generate(out, n=n, size=size, seed=seed, workers=workers or None)
@@ -645,49 +810,66 @@ def data_inspect(
     root: Annotated[str, typer.Argument(help="Dataset root.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset format name.")] = "rafdb",
     option: Annotated[list[str], typer.Option("--option", "-o", help="Loader option key=value.")] = [],  # noqa: B006
-    check_images: Annotated[int, typer.Option(help="Decode this many images per split to check them.")] = 20,
+    check_images: Annotated[
+        str, typer.Option(help="Image files to decode per split (spread over it), or `all` for every one.")
+    ] = "20",
 ) -> None:
-    """Print counts per split and class, and flag problems."""
-    from .data import DatasetError, load_dataset
+    """Print counts per split and class, and every problem found in the data.
 
+    Problems: a label line that cannot be parsed or names an unknown class (file and line), a listed image that is
+    missing, an image file that cannot be read or decoded, a line that is not UTF-8. Warnings (exit 0): class
+    imbalance, a class absent from a split, image ids in two splits. Exit code 0: no problems; 1: problems found
+    (all listed); 2: nothing to inspect (no such root, not that format's layout, unknown format or option)."""
+    from rich.markup import escape
+
+    from .data import DatasetLayoutError
+    from .data.inspection import inspect_dataset
+    from .images import display_name
+
+    if check_images == "all":
+        per_split = None
+    else:
+        try:
+            per_split = int(check_images)
+            if per_split < 0:
+                raise ValueError
+        except ValueError:
+            _fail(f"--check-images must be a number of images per split or `all`, got {check_images!r}")
     try:
-        data = load_dataset(dataset, root, **_parse_options(option))
-    except (DatasetError, ValueError) as e:
-        _fail(str(e))
-    table = Table(title=f"{data.name} at {root}")
-    table.add_column("split", style="bold")
-    for c in data.class_names:
-        table.add_column(c, justify="right")
-    table.add_column("total", justify="right", style="bold")
-    problems = []
-    for split, counts in data.counts().items():
-        table.add_row(split, *[str(counts[c]) for c in data.class_names], str(counts["total"]))
-        present = [counts[c] for c in data.class_names if counts[c] > 0]
-        missing = [c for c in data.class_names if counts[c] == 0]
-        if missing:
-            problems.append(f"{split}: no samples of {', '.join(missing)}")
-        if present and max(present) > 10 * min(present):
-            problems.append(f"{split}: imbalance {max(present) / min(present):.0f}x between classes")
-    console.print(table)
-    console.print(f"validation split: {data.validation_source}")
-    for note in data.notes:
-        console.print(f"note: {note}")
-    for ds in data.splits.values():
-        for i in range(min(check_images, len(ds))):
-            try:
-                ds.load_image(i)
-            except DatasetError as e:
-                problems.append(str(e))
-    ids = {s: set(ds.ids) for s, ds in data.splits.items() if s in ("train", "validation", "test")}
-    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
-        if a in ids and b in ids and ids[a] & ids[b]:
-            problems.append(f"{len(ids[a] & ids[b])} image ids are in both {a} and {b}")
-    if data.skipped.entries:
-        problems.append(data.skipped.summary())
-    for p in problems:
-        console.print(f"[yellow]problem:[/yellow] {p}")
-    if not problems:
-        console.print("[green]no problems found[/green]")
+        with console.status("loading labels and decoding images..."):
+            report = inspect_dataset(dataset, root, _parse_options(option), per_split)
+    except (FileNotFoundError, DatasetLayoutError, ValueError) as e:
+        _fail(display_name(str(e)))
+    data = report.data
+    if data is not None:
+        table = Table(title=escape(f"{data.name} at {display_name(root)}"))
+        table.add_column("split", style="bold")
+        for c in data.class_names:
+            table.add_column(c, justify="right")
+        table.add_column("total", justify="right", style="bold")
+        for split, counts in data.counts().items():
+            table.add_row(split, *[str(counts[c]) for c in data.class_names], str(counts["total"]))
+        console.print(table)
+        console.print(f"validation split: {escape(data.validation_source)}", soft_wrap=True)
+        for note in data.notes:
+            console.print(f"note: {escape(note)}", soft_wrap=True)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True, highlight=False)
+    for p in report.problems:
+        console.print(f"[red]problem:[/red] {escape(p)}", soft_wrap=True, highlight=False)
+    if report.images_total:
+        scope = (
+            f"all of {report.images_total}"
+            if report.all_images_checked
+            else f"{report.images_checked} of {report.images_total} (--check-images all decodes every one)"
+        )
+        console.print(f"images decoded: {scope}", soft_wrap=True, highlight=False, markup=False)
+    if report.problems:
+        n = len(report.problems)
+        console.print(f"[bold red]{n} problem{'s' if n != 1 else ''} found[/bold red]")
+        raise typer.Exit(1)
+    checked = "" if report.all_images_checked else f" in the labels and the {report.images_checked} images decoded"
+    console.print(f"[green]no problems found{checked}[/green]", soft_wrap=True)
 
 
 @data_app.command("compile")
@@ -707,9 +889,11 @@ def data_compile(
 
     from .data import DatasetError, load_dataset
     from .data.compiled import compile_dataset
+    from .files import check_output_path
 
     if model is not None and size is not None:
         _fail("give --size or --model, not both")
+    check_output_path(out, "OUT")
     try:
         if model is not None:
             from .models import get_model_cfg

@@ -216,6 +216,10 @@ class TrainerConfig(_Section):
     progress_bar: Bool = True
     #: end this invocation after N epochs as if interrupted, checkpointed for --resume (time-sliced/preemptible jobs)
     stop_after_epochs: Count | None = None
+    #: checkpoints within an epoch (every epoch end has one): every N steps / M minutes of training, 0 = off; unset:
+    #: ATTNFER_CHECKPOINT_EVERY_N_STEPS / ATTNFER_CHECKPOINT_EVERY_MINUTES, else every 30 minutes (engine/train.py)
+    checkpoint_every_n_steps: Count | None = None
+    checkpoint_every_minutes: NonNegative | None = None
 
 
 class TrainConfig(_Section):

@@ -3,7 +3,9 @@
 Every split goes through :mod:`attnfer.preprocess` built from the model's :class:`~attnfer.preprocess.PreprocessConfig`
 (the same definition inference uses); training adds the recipe's augmentations. Training order and augmentation are
 pure functions of (seed, epoch, index), so a resumed run continues exactly, and under DDP every rank gets an equal
-shard (padded as ``torch.utils.data.DistributedSampler`` pads).
+shard (padded as ``torch.utils.data.DistributedSampler`` pads). The training loader's place in its epoch is part of
+Lightning's checkpoint (:class:`ResumableLoader`), so a run resumed from a checkpoint taken within an epoch continues
+with the next batch of that epoch.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from ..preprocess import PreprocessConfig, as_preprocess
 from ..preprocess.torch_ops import Augment, build_transform
 from .config import AugmentConfig, TrainConfig
 
-__all__ = ["EpochShuffleSampler", "FERDataModule", "load_run_data", "synthfer_root"]
+__all__ = [
+    "EpochShuffleSampler",
+    "FERDataModule",
+    "ResumableLoader",
+    "load_run_data",
+    "resume_sampler",
+    "synthfer_root",
+]
 
 
 def synthfer_root(n: int, size: int, seed: int) -> Path:
@@ -78,9 +87,16 @@ class EpochShuffleSampler(Sampler[int]):
             raise ValueError(f"rank {rank} outside a world of {world}")
         self.n, self.seed, self.weights, self.rank, self.world = n, seed, weights, rank, world
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        """The next iteration is of ``epoch`` and starts at its ``start``-th index (on this rank): the samples before
+        it were trained on before a checkpoint. Later iterations are whole epochs again."""
+        self.epoch = epoch
+        self._resume = (epoch, start)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -92,10 +108,44 @@ class EpochShuffleSampler(Sampler[int]):
         if total > self.n:  # pad with the head of the order (repeated if the world exceeds n)
             order = torch.cat([order, order.repeat(math.ceil(total / self.n))[: total - self.n]])
         assert len(order) == total
-        return iter((order[self.rank : total : self.world] + self.epoch * self.n).tolist())
+        start = 0
+        if self._resume is not None:
+            epoch, skip = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                start = skip
+        return iter((order[self.rank : total : self.world] + self.epoch * self.n)[start:].tolist())
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world)
+
+
+def resume_sampler(sampler: EpochShuffleSampler, position: dict[str, int]) -> None:
+    """Set ``sampler`` to continue after ``position`` (:meth:`FERDataModule.train_position`): within its epoch, after
+    the samples of the batches already trained on, or, when that epoch was complete, at the start of the next."""
+    epoch, done = int(position["epoch"]), int(position["batches"])
+    if done >= int(position["epoch_batches"]):
+        sampler.set_epoch(epoch + 1)
+    else:
+        sampler.resume_at(epoch, done * int(position["batch_size"]))
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable within an epoch (Lightning's ``state_dict`` / ``load_state_dict`` protocol
+    for loaders: the state is saved with the fit loop's and given back when Lightning restarts an epoch).
+
+    :class:`FERDataModule` keeps the same position in its own checkpoint state, which Lightning restores before the
+    loader is made (Lightning may build the loader before it restores the loops, to count the steps of a schedule,
+    and then never hands the loader its state)."""
+
+    position: Any = None  # () -> FERDataModule.train_position()
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position() if self.position is not None else {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            resume_sampler(self.sampler, state)
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
@@ -134,6 +184,8 @@ class FERDataModule(L.LightningDataModule):
         self.cfg, self.data = cfg, data
         self.preprocess: PreprocessConfig = as_preprocess(preprocess)
         self.augment = to_augment(cfg.augment)
+        self._train_sampler: EpochShuffleSampler | None = None
+        self._resume_position: dict[str, int] | None = None
         stored = data.stored_size
         h, w = self.preprocess.size
         if stored is not None and (h > stored[0] or w > stored[1]):
@@ -142,6 +194,16 @@ class FERDataModule(L.LightningDataModule):
                 f"are upsampled from the stored size (compile the store with --size {max(h, w)} to avoid it)",
                 stacklevel=2,
             )
+
+    def teardown(self, stage: str) -> None:
+        """After fit / validate / test: images skipped while in use (``skip_bad``) are counted in the run's
+        data.json."""
+        trainer = self.trainer
+        run_json = Path(trainer.default_root_dir) / "data.json" if trainer is not None else None
+        if run_json is not None and run_json.is_file() and trainer.is_global_zero and self.data.skipped.undecodable():
+            from ..files import write_json
+
+            write_json(run_json, self.data.summary())
 
     def set_augment(self, augment: AugmentConfig | None) -> None:
         self.augment = to_augment(augment or self.cfg.augment)
@@ -157,9 +219,9 @@ class FERDataModule(L.LightningDataModule):
         ds.transform = build_transform(self.preprocess, train=train, augment=self.augment)
         return ds
 
-    def _loader(self, ds, batch_size: int, sampler=None) -> DataLoader:
+    def _loader(self, ds, batch_size: int, sampler=None, cls: type[DataLoader] = DataLoader) -> DataLoader:
         workers = self.cfg.data.num_workers
-        return DataLoader(
+        return cls(
             ds,
             batch_size=batch_size,
             sampler=sampler,
@@ -179,7 +241,40 @@ class FERDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = EpochShuffleSampler(len(ds), self.cfg.seed, weights, rank, world)
-        return self._loader(SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler)
+        if trainer is not None:
+            # start at the epoch a resumed run continues (loader workers draw indices as soon as the loader is
+            # iterated, which can be before Lightning's set_epoch)
+            sampler.set_epoch(getattr(trainer, "current_epoch", 0))
+        if self._resume_position is not None:  # restored from a checkpoint (load_state_dict)
+            resume_sampler(sampler, self._resume_position)
+            self._resume_position = None
+        self._train_sampler = sampler
+        loader = self._loader(SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler, ResumableLoader)
+        if trainer is not None:
+            loader.position = self.train_position
+        return loader
+
+    def train_position(self) -> dict[str, int]:
+        """Where training is in its epoch: the epoch, the batches of it trained on (Lightning's count, not the
+        batches fetched ahead), the batches in an epoch and the batch size. Empty before training."""
+        trainer, sampler = self.trainer, self._train_sampler
+        if trainer is None or sampler is None or not hasattr(trainer, "fit_loop"):
+            return {}
+        return {
+            "epoch": sampler.epoch,
+            "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "epoch_batches": int(trainer.num_training_batches),
+            "batch_size": self.cfg.data.batch_size,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Kept in Lightning's checkpoints: the training loader's place in its epoch (:meth:`train_position`)."""
+        position = self.train_position()
+        return {"train_position": position} if position else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """From a checkpoint, before the training loader is made: it starts where the checkpoint left off."""
+        self._resume_position = state_dict.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("validation", train=False), self.cfg.data.eval_batch_size)

@@ -2,6 +2,10 @@
 
 The model owns its loss (``model.forward_train`` + ``model.loss``) and its per-phase settings
 (``model.apply_phase_settings``); this module names no model family.
+
+The training metrics of an epoch (loss, accuracy, the loss's parts) accumulate in torchmetrics objects whose state is
+saved with the module in Lightning's checkpoints: a run resumed within an epoch reports the same epoch metrics as one
+that never stopped.
 """
 
 from __future__ import annotations
@@ -12,12 +16,44 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn as nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .config import PhaseConfig, TrainConfig
 from .schedule import SchedulePlan, lr_factor
 
-__all__ = ["FERModule", "split_batch"]
+__all__ = ["FERModule", "build_optimizer", "check_phases", "split_batch"]
+
+#: the training metrics whose state is in the module's state dict (the loss parts' metrics, made at the first step,
+#: are kept in the checkpoint beside it, so that the state dict has the same keys from the start: EMA copies it then)
+TRAIN_METRICS = ("train_acc", "train_loss")
+
+
+def build_optimizer(phase: PhaseConfig, params) -> torch.optim.Optimizer:
+    """The torch optimiser of a phase's ``optim`` settings."""
+    o = phase.optim
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    raise ValueError(f"optim.name must be adam, adamw or sgd, got {o.name!r}")
+
+
+SCHEDULES = ("none", "plateau", "inverse_time", "cosine", "onecycle")
+
+
+def check_phases(cfg: TrainConfig) -> None:
+    """Build every phase's optimiser (on a stand-in parameter) and check its schedule name: bad settings fail here,
+    before a run directory is made, instead of when the phase starts."""
+    for k, phase in enumerate(cfg.phases):
+        try:
+            build_optimizer(phase, [nn.Parameter(torch.zeros(1))])
+            if phase.schedule.name not in SCHEDULES:
+                raise ValueError(f"schedule.name must be one of {', '.join(SCHEDULES)}, got {phase.schedule.name!r}")
+        except ValueError as e:
+            raise ValueError(f"phases.{k}: {e}") from None
 
 
 def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -26,6 +62,19 @@ def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tens
     x, y, *rest = batch
     extras = rest[0] if rest and isinstance(rest[0], dict) else {}
     return x, y, extras
+
+
+def _mean(persistent: bool = True) -> MeanMetric:
+    """A batch-size-weighted epoch mean (NaN kept, as Lightning's mean does), its state in the state dict or not."""
+    metric = MeanMetric(nan_strategy="disable")
+    metric.persistent(persistent)
+    return metric
+
+
+def _module_states(checkpoint: dict) -> list[dict]:
+    """The module state dicts in a Lightning checkpoint: ``state_dict`` and, with weight averaging (EMA), the
+    current (not averaged) model's ``current_model_state``."""
+    return [checkpoint[k] for k in ("state_dict", "current_model_state") if isinstance(checkpoint.get(k), dict)]
 
 
 class FERModule(L.LightningModule):
@@ -37,6 +86,10 @@ class FERModule(L.LightningModule):
         self.schedule_plan = SchedulePlan(epochs=self.phase.epochs, steps_per_epoch=0)
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(0))
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.train_acc.persistent(True)
+        self.train_loss = _mean()
+        self.train_parts = nn.ModuleDict()  # a MeanMetric per part of the model's loss, made at its first step
+        self._reported_metrics: dict[str, torch.Tensor] = {}
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_bacc = MulticlassAccuracy(self.num_classes, average="macro")
         model.configure_loss(**cfg.loss)  # the recipe's loss options; unknown ones fail here, before training
@@ -61,11 +114,72 @@ class FERModule(L.LightningModule):
         loss, parts = self._loss(out, y, extras)
         hard = y if y.dim() == 1 else y.argmax(1)
         self.train_acc(out["logits"].detach(), hard)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # the epoch's mean loss weighted by batch size, as Lightning's on_epoch mean: train/loss_step, train/loss_epoch
+        self.train_loss.update(loss.detach(), weight=len(x))
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(x))
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True, batch_size=len(x))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         for k, v in parts.items():
-            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=len(x))
+            if k not in self.train_parts:
+                self.train_parts[k] = _mean(persistent=False).to(self.device)
+            v = v.detach() if torch.is_tensor(v) else torch.tensor(float(v), device=self.device)
+            self.train_parts[k].update(v, weight=len(x))
+            self.log(
+                f"train/{k}",
+                self.train_parts[k],
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(x),
+                metric_attribute=f"train_parts.{k}",  # made after Lightning listed the module's metrics
+            )
         return loss
+
+    # ---- checkpoints: the training metrics of an unfinished epoch travel with the weights ----------------
+    def _epoch_finished(self) -> bool:
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed >= trainer.num_training_batches
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None:
+            return
+        # the training metrics Lightning reports until the next epoch ends (best/ and last/ record them)
+        reported = {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith("train/")}
+        checkpoint["attnfer_train_metrics"] = {k: v.detach().float().cpu() for k, v in reported.items()}
+        finished = self._epoch_finished()
+        checkpoint["attnfer_train_parts"] = {  # this epoch's means of the loss's parts so far
+            part: {} if finished else {s: getattr(m, s).detach().cpu().clone() for s in m._defaults}
+            for part, m in self.train_parts.items()
+        }
+        if not finished:
+            return
+        # an epoch that is complete: the next epoch starts its metrics afresh (Lightning resets them after the
+        # epoch-end hooks, after the epoch's checkpoint is taken)
+        modules = dict(self.named_modules())
+        for state in _module_states(checkpoint):
+            for key in [k for k in state if k.split(".", 1)[0] in TRAIN_METRICS]:
+                name, _, attr = key.rpartition(".")
+                default = getattr(modules.get(name), "_defaults", {}).get(attr)
+                if isinstance(default, torch.Tensor):
+                    state[key] = default.detach().clone()
+
+    def on_train_start(self) -> None:
+        if self._reported_metrics:  # a resumed run reports what the interrupted one reported at that point
+            self.trainer.callback_metrics.update({k: v.to(self.device) for k, v in self._reported_metrics.items()})
+            self._reported_metrics = {}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._reported_metrics = dict(checkpoint.get("attnfer_train_metrics") or {})
+        for part, saved in (checkpoint.get("attnfer_train_parts") or {}).items():
+            metric = self.train_parts[part] if part in self.train_parts else _mean(persistent=False).to(self.device)
+            metric.reset()
+            for name, value in saved.items():
+                setattr(metric, name, value.to(self.device))
+            self.train_parts[part] = metric
+        states = _module_states(checkpoint)
+        for state in states:  # a checkpoint from before these metrics were saved
+            for key, value in self.state_dict().items():
+                if key.split(".", 1)[0] in TRAIN_METRICS and key not in state:
+                    state[key] = value
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, extras = split_batch(batch)
@@ -82,14 +196,7 @@ class FERModule(L.LightningModule):
     def configure_optimizers(self):
         o, s = self.phase.optim, self.phase.schedule
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.name == "adamw":
-            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.name == "sgd":
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        else:
-            raise ValueError(f"optim.name must be adam, adamw or sgd, got {o.name!r}")
+        opt = build_optimizer(self.phase, params)
         if s.name == "none":
             return opt
         if s.name == "plateau":
