@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from synthfer_calibration import SmallCNN, train_step, warmup_cosine  # noqa: E402  (a sibling script)
 
 
 def synthfer_arrays(size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -48,9 +48,6 @@ def synthfer_arrays(size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def build(name: str, size: int, zero_init: bool) -> torch.nn.Module:
     if name == "small":
-        sys.path.insert(0, str(HERE))
-        from synthfer_calibration import SmallCNN
-
         return SmallCNN()
     from attnfer.models import create_model
 
@@ -117,26 +114,15 @@ def main() -> None:
         perm = torch.randperm(len(xtr))
         for i in range(0, len(perm) - args.batch_size + 1, args.batch_size):
             idx = perm[i : i + args.batch_size]
-            xb = xtr[idx]
-            flip = torch.rand(len(idx)) < 0.5
-            xb[flip] = xb[flip].flip(-1)
-            loss = F.cross_entropy(
-                model(xb.contiguous(memory_format=torch.channels_last)), ytr[idx], label_smoothing=0.05
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
             frac = min(1.0, seen / args.images)  # 10% warm-up, then cosine to zero over --images
-            for group in opt.param_groups:
-                group["lr"] = args.lr * min(1.0, frac / 0.1) * 0.5 * (1 + math.cos(math.pi * frac))
-            opt.step()
+            loss = train_step(model, opt, xtr[idx], ytr[idx], warmup_cosine(args.lr, frac, 0.1), clip=3.0)
             seen += len(idx)
             if seen >= args.images:
                 break
         acc = validate()
         minutes = (time.perf_counter() - start) / 60
-        curve.append([seen, round(minutes, 2), round(float(loss.detach()), 4), acc])
-        print(f"{seen:>8} {minutes:>8.1f} {float(loss.detach()):>6.3f} {acc:>8.3f}", flush=True)
+        curve.append([seen, round(minutes, 2), round(float(loss), 4), acc])
+        print(f"{seen:>8} {minutes:>8.1f} {float(loss):>6.3f} {acc:>8.3f}", flush=True)
 
     row = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -70,6 +70,33 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
+def warmup_cosine(peak: float, frac: float, warmup: float) -> float:
+    """The learning rate at ``frac`` (0-1) of a schedule: linear warm-up over ``warmup``, then cosine to zero."""
+    return peak * min(1.0, frac / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    lr: float,
+    clip: float | None = None,
+) -> torch.Tensor:
+    """One step on an in-memory batch: random horizontal flip, label-smoothed cross-entropy, optional gradient clip."""
+    flip = torch.rand(len(xb)) < 0.5
+    xb[flip] = xb[flip].flip(-1)
+    loss = F.cross_entropy(model(xb.contiguous(memory_format=torch.channels_last)), yb, label_smoothing=0.05)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+    return loss.detach()
+
+
 def small_cnn(arrays, minutes: float, seed: int = 0) -> tuple[float, float, int]:
     torch.manual_seed(seed)
     xtr, ytr = arrays["train"]
@@ -98,19 +125,9 @@ def small_cnn(arrays, minutes: float, seed: int = 0) -> tuple[float, float, int]
         perm = torch.randperm(len(Xtr))
         for i in range(0, len(perm) - bs + 1, bs):
             idx = perm[i : i + bs]
-            xb = Xtr[idx]
-            flip = torch.rand(len(idx)) < 0.5
-            xb[flip] = xb[flip].flip(-1)
-            loss = F.cross_entropy(
-                model(xb.contiguous(memory_format=torch.channels_last)), Ytr[idx], label_smoothing=0.05
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             # learning rate follows the time budget: 5% warm-up, then cosine decay to zero
             frac = min(1.0, (time.perf_counter() - start) / budget)
-            for group in opt.param_groups:
-                group["lr"] = max_lr * min(1.0, frac / 0.05) * 0.5 * (1 + math.cos(math.pi * frac))
-            opt.step()
+            train_step(model, opt, Xtr[idx], Ytr[idx], warmup_cosine(max_lr, frac, 0.05))
             steps += 1
             if time.perf_counter() - start > budget:
                 break

@@ -85,33 +85,29 @@ def test_every_route_but_healthz_and_the_page_needs_the_key(server):
     assert r.status_code == 200 and len(r.json()["faces"]) == 1  # --detector none: the whole image is the face
 
 
+def _preflight(url: str, origin: str) -> httpx.Response:
+    """The browser's CORS preflight for a POST with an Authorization header from ``origin``."""
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    return httpx.options(f"{url}/v1/predict", headers=headers)
+
+
 def test_cross_origin_requests_are_refused_unless_named(server):
     url, _ = server
     photo = {"file": ("a.png", _png(64, 64), "image/png")}
     for origin in ("https://evil.example", "null", "http://allowed.example"):  # another port is another origin
         r = httpx.post(f"{url}/v1/predict", files=photo, headers={**AUTH, "Origin": origin})
         assert "--cors-origin" in _error(r, 403) and "access-control-allow-origin" not in r.headers
-        pre = httpx.options(
-            f"{url}/v1/predict",
-            headers={
-                "Origin": origin,
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization",
-            },
-        )
+        pre = _preflight(url, origin)
         assert pre.status_code >= 400 and "access-control-allow-origin" not in pre.headers
     # the page's own origin (same host and port) is not cross-origin
     r = httpx.post(f"{url}/v1/predict", files=photo, headers={**AUTH, "Origin": url}, timeout=30)
     assert r.status_code == 200
     # the named origin: preflight answered, and its requests get the CORS headers (the key still required)
-    pre = httpx.options(
-        f"{url}/v1/predict",
-        headers={
-            "Origin": ALLOWED,
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization",
-        },
-    )
+    pre = _preflight(url, ALLOWED)
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == ALLOWED
     assert "authorization" in pre.headers["access-control-allow-headers"].lower()
     r = httpx.post(f"{url}/v1/predict", files=photo, headers={"Origin": ALLOWED})
