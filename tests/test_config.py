@@ -168,7 +168,7 @@ def test_a_recipe_must_name_its_model(tmp_path):
         ({"phases.0.optim.lr": -1e-3}, r"phases\.0\.optim\.lr: must be > 0"),
         ({"phases.0.optim.lr": 0}, r"phases\.0\.optim\.lr: must be > 0"),
         ({"phases.0.optim.weight_decay": -1}, r"phases\.0\.optim\.weight_decay: must be >= 0"),
-        ({"data.num_workers": -1}, r"data\.num_workers: must be >= 0"),
+        ({"data.num_workers": -1}, r"data\.num_workers: expected auto or an int >= 0, got -1"),
         ({"augment.hflip": 1.5}, r"augment\.hflip: must be <= 1"),
         ({"phases.0.optim.name": "rmsprop"}, r"phases\.0\.optim\.name: expected one of .*'sgd'.*got 'rmsprop'"),
         ({"phases.0.schedule.name": "step"}, r"phases\.0\.schedule\.name: expected one of .*'onecycle'"),

@@ -9,7 +9,8 @@ import torch
 from attnfer.data import load_dataset
 from attnfer.data.compositing import CompositingDataset, composite, landmark_mask
 from attnfer.data.synthfer import EXPRESSIONS, contact_sheet, generate, render
-from attnfer.preprocess.torch_ops import Augment, RandomContrast, build_transform
+from attnfer.preprocess import PreprocessConfig
+from attnfer.preprocess.torch_ops import Augment, build_transform
 
 
 def _digest(root):
@@ -134,8 +135,10 @@ def test_transform_follows_the_card():
 
 def test_random_contrast_matches_keras_semantics():
     torch.manual_seed(0)
-    x = torch.rand(3, 10, 10) * 0.5 + 0.25
-    y = RandomContrast(0.3)(x)
+    card = PreprocessConfig(input_size=(3, 10, 10), mean=None, std=None)
+    u8 = (torch.rand(3, 10, 10) * 128 + 64).round().to(torch.uint8)
+    x = u8.float() / 255.0
+    y = build_transform(card, train=True, augment=Augment(hflip=0.0, random_contrast=0.3))(u8) / 255.0
     mean = x.mean((1, 2), keepdim=True)
     f = ((y - mean) / (x - mean)).flatten()
     assert torch.allclose(f, f[0].expand_as(f), atol=1e-4) and 0.7 <= f[0] <= 1.3

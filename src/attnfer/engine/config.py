@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..files import UserError
@@ -85,6 +85,21 @@ def _bool_or_str(v: Any) -> bool | str:
     return v
 
 
+def _auto_or(kind: str):
+    """A validator for ``"auto"`` or a value of ``kind`` (``count``: an int >= 0, ``bool``)."""
+
+    def check(v: Any) -> Any:
+        if v == "auto":
+            return v
+        if kind == "bool" and isinstance(v, bool):
+            return v
+        if kind == "count" and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+        raise _wrong(f"auto or {'an int >= 0' if kind == 'count' else kind}", v)
+
+    return check
+
+
 def _fraction_or_count(v: Any) -> float | int:
     """Lightning's limit_*_batches: a float is a fraction of the batches, an int a number of batches."""
     if isinstance(v, int) and not isinstance(v, bool):
@@ -135,13 +150,28 @@ class DataConfig(_Section):
     val_fraction: Probability = 0.1  #: carved from train when the dataset has no validation split
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 64
-    num_workers: Count = 2
+    #: loader workers; ``auto``: chosen by the machine (attnfer.hardware.loader_settings, with pinned memory,
+    #: persistent workers and prefetch): 0 on a CPU with <= 2 cores, the free CPUs (<= 16) per GPU process
+    num_workers: Annotated[int | str, BeforeValidator(_auto_or("count"))] = "auto"
+    #: where training augmentation runs: ``cpu`` (per sample, in the loader), ``device`` (per-sample parameters
+    #: drawn in the loader, applied to the uint8 batch on the training device: attnfer.preprocess.augment),
+    #: ``auto`` (device when training on CUDA, except composited data, whose pipeline is CPU-only)
+    augment_on: Literal["auto", "cpu", "device"] = "auto"
     balanced_sampler: Bool = False  #: draw classes equally often
     compositing: Bool = False  #: composited inputs: faces pasted on backgrounds (needs masks or landmarks)
     backgrounds: Str | None = None  #: background images for compositing (else procedural)
     synth_n: PositiveInt = 10_000  #: SynthFER size when generated
     synth_size: PositiveInt = 112
     synth_seed: Int = 0
+
+    @model_validator(mode="after")
+    def _augment_where(self) -> DataConfig:
+        if self.augment_on == "device" and self.compositing:
+            raise ValueError(
+                "augment_on: device does not apply to composited data (compositing: true), whose pipeline runs on "
+                "the CPU; use cpu or auto"
+            )
+        return self
 
 
 class AugmentConfig(_Section):
@@ -208,7 +238,11 @@ class TrainerConfig(_Section):
     precision: Str = "auto"
     accumulate_grad_batches: PositiveInt = 1
     deterministic: Bool = False
-    channels_last: Bool = False
+    #: channels-last memory format of the model and its inputs; ``auto``: on CUDA (attnfer.hardware)
+    channels_last: Annotated[bool | str, BeforeValidator(_auto_or("bool"))] = "auto"
+    #: torch.compile the model's training forward (``true``, or a mode: ``max-autotune``...); off by default: it
+    #: pays off on GPUs for long runs (benchmarks/train_throughput.py --compile measures it)
+    compile: Annotated[bool | str, BeforeValidator(_bool_or_str)] = False
     ema_decay: Probability | None = None  #: exponential moving average of the weights
     limit_train_batches: Annotated[float | int, BeforeValidator(_fraction_or_count), Field(ge=0)] = 1.0
     limit_val_batches: Annotated[float | int, BeforeValidator(_fraction_or_count), Field(ge=0)] = 1.0

@@ -6,6 +6,15 @@ pure functions of (seed, epoch, index), so a resumed run continues exactly, and 
 shard (padded as ``torch.utils.data.DistributedSampler`` pads). The training loader's place in its epoch is part of
 Lightning's checkpoint (:class:`ResumableLoader`), so a run resumed from a checkpoint taken within an epoch continues
 with the next batch of that epoch.
+
+Where training augmentation runs (``data.augment_on``): on the CPU, per sample in the loader (the default off CUDA),
+or on the training device (the default on CUDA): the loader then only reads the uint8 face at its stored size
+(a compiled store's faces as they are, image files stretched to the model's resize size) and draws the sample's
+augmentation parameters (same seeds, same draws as the CPU path); the uint8 batch travels to the device (a quarter
+of the bytes of a float batch) and :class:`~attnfer.preprocess.augment.BatchAugment` resizes, augments and normalises
+it there, in :meth:`FERDataModule.on_after_batch_transfer`. Loader settings (workers, pinned memory, persistent
+workers, prefetch) come from the machine (:func:`attnfer.hardware.loader_settings`) unless the recipe sets
+``data.num_workers``.
 """
 
 from __future__ import annotations
@@ -23,11 +32,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..data import DatasetSplits, load_dataset
 from ..files import cache_dir
-from ..preprocess import PreprocessConfig, as_preprocess
-from ..preprocess.torch_ops import Augment, build_transform
+from ..hardware import loader_settings
+from ..preprocess import PreprocessConfig, as_preprocess, resize_face
+from ..preprocess.augment import Augment, BatchAugment, draw_params
+from ..preprocess.torch_ops import build_transform
 from .config import AugmentConfig, TrainConfig
 
 __all__ = [
+    "AugmentSource",
     "EpochShuffleSampler",
     "FERDataModule",
     "ResumableLoader",
@@ -61,6 +73,7 @@ def load_run_data(cfg: TrainConfig) -> DatasetSplits:
 
 
 def to_augment(a: AugmentConfig) -> Augment:
+    """The preprocessing's :class:`~attnfer.preprocess.augment.Augment` of a recipe's ``augment`` section."""
     return Augment(
         hflip=a.hflip,
         rotation=a.rotation,
@@ -175,6 +188,49 @@ class SeededAugmentation(torch.utils.data.Dataset):
             return self.dataset[i]
 
 
+class AugmentSource:
+    """A training sample for augmentation on the device: the uint8 face at the source size and its parameters
+    (:func:`~attnfer.preprocess.augment.draw_params`), made in the loader by :class:`SourceTransform`."""
+
+    __slots__ = ("image", "params")
+
+    def __init__(self, image: torch.Tensor, params: torch.Tensor) -> None:
+        self.image, self.params = image, params
+
+
+class HostParams:
+    """A batch's augmentation parameters, kept on the host when Lightning moves the batch to the device (an opaque
+    object: Lightning moves tensors and objects with ``.to``, the loader pins tensors; neither touches this)."""
+
+    __slots__ = ("params",)
+
+    def __init__(self, params: torch.Tensor) -> None:
+        self.params = params
+
+
+class SourceTransform:
+    """The loader's part of augmentation on the device: the face stretched to ``source_hw`` (a no-op for a compiled
+    store's faces, which are stored at that size) and the sample's parameters drawn from the per-sample seed."""
+
+    def __init__(self, cfg: PreprocessConfig, augment: Augment, source_hw: tuple[int, int]) -> None:
+        self.cfg, self.augment, self.source_hw = cfg, augment, tuple(source_hw)
+        self.stretch = cfg.replace(input_size=(3, *self.source_hw), crop_pct=1.0)
+
+    def __call__(self, image: torch.Tensor) -> AugmentSource:
+        if tuple(image.shape[-2:]) != self.source_hw:
+            face = resize_face(image.permute(1, 2, 0).numpy(), self.stretch, grayscale=False)  # (S, S', 3) colour
+            image = torch.from_numpy(face if face.flags.writeable else face.copy()).permute(2, 0, 1)
+        return AugmentSource(image.contiguous(), draw_params(self.augment, self.source_hw, self.cfg.size))
+
+
+def collate_sources(batch: list) -> list:
+    """``[(AugmentSource, target), ...]`` -> ``[uint8 (B, 3, S, S'), targets, HostParams (B, NUM_PARAMS)]``."""
+    sources, targets = zip(*batch, strict=True)
+    images = torch.stack([s.image for s in sources])
+    params = torch.stack([s.params for s in sources])
+    return [images, torch.utils.data.default_collate(list(targets)), HostParams(params)]
+
+
 class FERDataModule(L.LightningDataModule):
     """Loaders of a recipe's dataset for a model whose preprocessing is ``preprocess`` (a
     :class:`~attnfer.preprocess.PreprocessConfig`, or a model / model config that has one)."""
@@ -186,6 +242,7 @@ class FERDataModule(L.LightningDataModule):
         self.augment = to_augment(cfg.augment)
         self._train_sampler: EpochShuffleSampler | None = None
         self._resume_position: dict[str, int] | None = None
+        self.batch_augment: BatchAugment | None = None  # augmentation on the device, when the loader is made
         stored = data.stored_size
         h, w = self.preprocess.size
         if stored is not None and (h > stored[0] or w > stored[1]):
@@ -208,31 +265,68 @@ class FERDataModule(L.LightningDataModule):
     def set_augment(self, augment: AugmentConfig | None) -> None:
         self.augment = to_augment(augment or self.cfg.augment)
 
-    def dataset(self, split: str, train: bool):
-        """Split ``split`` with the model's preprocessing (and the augmentation when ``train``)."""
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def augment_on_device(self) -> bool:
+        """Whether training augmentation runs on the training device (``data.augment_on``; ``auto``: on CUDA)."""
+        where = self.cfg.data.augment_on
+        if where == "auto":
+            return self._device().type == "cuda" and not self.cfg.data.compositing
+        return where == "device"
+
+    def source_size(self) -> tuple[int, int]:
+        """The size of the uint8 faces the device augmentation starts from: the compiled store's, else the
+        model's resize size (the loader stretches image files to it)."""
+        return tuple(self.data.stored_size or self.preprocess.resize_size)  # type: ignore[return-value]
+
+    def dataset(self, split: str, train: bool, on_device: bool = False):
+        """Split ``split`` with the model's preprocessing (and the augmentation when ``train``); ``on_device``:
+        the loader's part of the augmentation on the device only (:class:`SourceTransform`)."""
         ds = self.data[split]
         if self.cfg.data.compositing:
             from ..data.compositing import CompositingDataset
 
             return CompositingDataset(ds, self.preprocess, self.cfg.data.backgrounds, train=train, seed=self.cfg.seed)
         ds = ds.subset(np.arange(len(ds)))  # own copy: transforms differ between loaders
-        ds.transform = build_transform(self.preprocess, train=train, augment=self.augment)
+        if on_device:
+            ds.transform = SourceTransform(self.preprocess, self.augment if train else Augment(0.0), self.source_size())
+        else:
+            ds.transform = build_transform(self.preprocess, train=train, augment=self.augment)
         return ds
 
-    def _loader(self, ds, batch_size: int, sampler=None, cls: type[DataLoader] = DataLoader) -> DataLoader:
+    def loader_settings(self) -> dict[str, Any]:
+        """DataLoader settings: the machine's (:func:`attnfer.hardware.loader_settings`), ``data.num_workers`` if
+        the recipe sets it."""
+        trainer = self.trainer
+        processes = int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
+        settings = loader_settings(self._device().type == "cuda", processes)
         workers = self.cfg.data.num_workers
-        return cls(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            persistent_workers=False,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=False,
-        )
+        if workers != "auto":
+            settings.update(num_workers=int(workers), persistent_workers=int(workers) > 0)
+            if not workers:
+                settings.pop("prefetch_factor", None)
+            else:
+                settings.setdefault("prefetch_factor", 2)
+        return settings
+
+    def _loader(self, ds, batch_size: int, sampler=None, cls: type[DataLoader] = DataLoader, **kw) -> DataLoader:
+        return cls(ds, batch_size=batch_size, sampler=sampler, drop_last=False, **self.loader_settings(), **kw)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches made for augmentation on the device (:func:`collate_sources`): the uint8 faces, now on
+        the device, are resized, augmented and normalised there with their parameters (still on the host)."""
+        if isinstance(batch, list) and len(batch) == 3 and isinstance(batch[2], HostParams):
+            if self.batch_augment is None:
+                raise RuntimeError("a batch for augmentation on the device, but no BatchAugment was made")
+            x, y, host = batch
+            return [self.batch_augment(x, host.params), y]
+        return batch
 
     def train_dataloader(self) -> DataLoader:
-        ds = self.dataset("train", train=True)
+        on_device = self.augment_on_device()
+        ds = self.dataset("train", train=True, on_device=on_device)
         weights = None
         if self.cfg.data.balanced_sampler:
             from ..data.sampling import class_weights
@@ -249,7 +343,13 @@ class FERDataModule(L.LightningDataModule):
             resume_sampler(sampler, self._resume_position)
             self._resume_position = None
         self._train_sampler = sampler
-        loader = self._loader(SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler, ResumableLoader)
+        kw: dict[str, Any] = {}
+        if on_device:
+            self.batch_augment = BatchAugment(self.preprocess, self.augment)
+            kw["collate_fn"] = collate_sources
+        loader = self._loader(
+            SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler, ResumableLoader, **kw
+        )
         if trainer is not None:
             loader.position = self.train_position
         return loader

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..hardware import use_channels_last
 from .config import PhaseConfig, TrainConfig
 from .schedule import SchedulePlan, lr_factor
 
@@ -106,11 +107,22 @@ class FERModule(L.LightningModule):
         weight = self.class_weights if self.phase.class_weights and self.class_weights.numel() else None
         return self.model.loss(out, y, extras, label_smoothing=self.cfg.label_smoothing, class_weight=weight)
 
+    def setup(self, stage: str) -> None:
+        t = self.cfg.trainer
+        self.channels_last = use_channels_last(t.channels_last, t.accelerator)
+        self._forward_train = self.model.forward_train
+        if t.compile:  # the training forward only: checkpoints keep the plain module's keys
+            mode = None if t.compile is True else str(t.compile)
+            self._forward_train = torch.compile(self.model.forward_train, mode=mode)
+
+    def _forward(self, x: torch.Tensor) -> dict:
+        if getattr(self, "channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return getattr(self, "_forward_train", self.model.forward_train)(x)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, extras = split_batch(batch)
-        if self.cfg.trainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model.forward_train(x)
+        out = self._forward(x)
         loss, parts = self._loss(out, y, extras)
         hard = y if y.dim() == 1 else y.argmax(1)
         self.train_acc(out["logits"].detach(), hard)
@@ -183,7 +195,7 @@ class FERModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, extras = split_batch(batch)
-        out = self.model.forward_train(x)
+        out = self._forward(x)
         loss, _ = self._loss(out, y, extras)
         logits = out["logits"]
         self.val_acc(logits, y)

@@ -32,6 +32,7 @@ Crash safety (tests/test_crash_safety.py proves each point):
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import time
@@ -49,7 +50,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data.sampling import class_weights
 from ..files import UserError, atomic_write, write_json
-from ..hardware import resolve_precision
+from ..hardware import resolve_precision, use_channels_last
 from ..models import create_model
 from .callbacks import (
     AtomicCheckpointIO,
@@ -195,6 +196,15 @@ def _other_ranks(trainer: L.Trainer) -> dict[int, int]:
     return codes
 
 
+def _loggers(run_dir: Path, version: str) -> list:
+    """CSV logs (the curves, the report) always; TensorBoard's too where it is installed (it is a dependency of
+    attnfer, but a bare GPU image may lack it: training must not depend on a viewer)."""
+    loggers: list = [CSVLogger(run_dir, name="logs", version=version)]
+    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False))
+    return loggers
+
+
 def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epochs: int) -> L.Trainer:
     t, phase = cfg.trainer, cfg.phases[k]
     version = f"phase{k}"
@@ -223,10 +233,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path, k: int, callbacks: list, max_epoch
         enable_model_summary=False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        logger=[
-            CSVLogger(run_dir, name="logs", version=version),
-            TensorBoardLogger(run_dir, name="tb", version=version, default_hp_metric=False),
-        ],
+        logger=_loggers(run_dir, version),
     )
 
 
@@ -264,7 +271,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, _resume: bool = F
     # what the checkpoint was trained on travels in its config (predict, the service and the page show it)
     training = {"dataset": data.name, "run": run_dir.name, "recipe": cfg.name}
     model.cfg = model.cfg.replace(extra={**model.cfg.extra, "training": training})
-    if cfg.trainer.channels_last:
+    if use_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator):
         model = model.to(memory_format=torch.channels_last)
     module = FERModule(model, cfg, class_weights(data["train"]))  # checks the loss options
     check_phases(cfg)  # every phase's optimiser and schedule
