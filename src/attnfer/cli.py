@@ -278,6 +278,7 @@ def evaluate(
         str | None,
         typer.Option(help="Folder for evaluation.json, confusion matrices, samples, report.html (created)."),
     ] = None,
+    device: Annotated[str, typer.Option(help=_TORCH_DEVICE_HELP)] = "auto",
 ) -> None:
     """Evaluate a saved model: metrics per split, per class, batch invariance; --out DIR writes a report's files.
 
@@ -288,6 +289,7 @@ def evaluate(
     Classes are matched by name, not position: the dataset's classes are looked up among the model's (an author's
     checkpoint keeps its own head order); the model's classes the dataset lacks (e.g. contempt on a 7-class set) are
     left out of the decision and reported; a dataset class the model lacks is an error."""
+    _device(device)  # before the evaluation's imports: a GPU asked for where there is none fails at once
     from .data import DatasetError
     from .engine.evaluate import check_evaluation_dir, evaluate_checkpoints
     from .engine.report import render_report
@@ -298,7 +300,7 @@ def evaluate(
         check_evaluation_dir(out, "--out")  # before any work: a file or a folder in the way fails now
     checkpoint = str(_resolve_checkpoint(checkpoint))
     try:
-        result = evaluate_checkpoints(checkpoint, settings, out, splits=split or None, samples=samples)
+        result = evaluate_checkpoints(checkpoint, settings, out, splits=split or None, samples=samples, device=device)
     except (CheckpointError, DatasetError, ValueError, KeyError, OSError) as e:
         _fail(_error_text(e))
     for which, entry in result["checkpoints"].items():
@@ -449,6 +451,20 @@ _CHECKPOINT_HELP = (
     "with --runtime onnx, exported on first use)."
 )
 _DETECTOR_HELP = "auto (BlazeFace, fetched on first use), blazeface, ssd, haar or none"
+_TORCH_DEVICE_HELP = "Where the model runs: cpu, cuda, cuda:N, or auto (CUDA when there is a GPU, else the CPU)."
+_DEVICE_HELP = _TORCH_DEVICE_HELP + " With --runtime onnx, CUDA needs the onnxruntime-gpu package."
+
+
+def _device(spec: str, runtime: str = "torch") -> str:
+    """``--device`` checked before any work (a one-line error when CUDA is asked for where there is none); returns
+    it unchanged. The ONNX runtime checks ONNX Runtime's providers, not torch (that path needs no torch)."""
+    from .inference.device import onnx_providers, resolve_device
+
+    if runtime == "onnx":
+        onnx_providers(spec)
+    else:
+        resolve_device(spec)
+    return spec
 
 
 def _resolve_checkpoint(spec: str, runtime: str = "torch") -> Path:
@@ -504,6 +520,7 @@ def predict(
     ] = None,
     format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
     detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + " (inputs are face crops).")] = "auto",
     annotate: Annotated[
         bool, typer.Option("--annotate", help="Write images / mp4 videos with boxes, labels, probability bars.")
@@ -541,10 +558,12 @@ def predict(
 
         check_output_path(out, "--out")
     files = collect_inputs(inputs or [])
+    if runtime in ("torch", "onnx"):  # any other value: from_checkpoint's error, as before
+        _device(device, runtime)
     path = _resolve_checkpoint(checkpoint, runtime)
     det = _detector(detector)
     try:
-        rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime)
+        rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime, device=device)
     except Exception as e:
         _fail(f"{path}: {e}")
     target = Path(out) / f"predictions.{format}" if out else None
@@ -552,6 +571,7 @@ def predict(
         "detector": rec.detector.name,
         "detector_fallback": rec.detector.fallback_reason,
         "runtime": runtime,
+        "device": rec.device,
         "model": rec.origin.to_dict(),
     }
     writer = PredictionWriter(format, rec.class_names, header, target)
@@ -603,6 +623,7 @@ def explain(
     ],
     out: Annotated[str, typer.Option(help="Folder for the PNGs.")] = "explanations",
     detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + " (inputs are face crops).")] = "auto",
+    device: Annotated[str, typer.Option(help=_TORCH_DEVICE_HELP)] = "auto",
 ) -> None:
     """PNG overlays of what the model looked at, per face: the model's own attention maps (attention maps and
     images, spatial attention of its blocks, attention among patch tokens, whatever the architecture has) and
@@ -612,10 +633,11 @@ def explain(
     from .inference.explain import explain_files
 
     check_output_path(out, "--out")
+    _device(device)
     path = _resolve_checkpoint(checkpoint)
     det = _detector(detector)
     try:
-        rec = Recognizer.from_checkpoint(path, detector=det, runtime="torch")
+        rec = Recognizer.from_checkpoint(path, detector=det, runtime="torch", device=device)
     except Exception as e:
         _fail(f"{path}: {e}")
     summary = explain_files(rec, images, out)
@@ -639,6 +661,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
     detector: Annotated[str, typer.Option(help=_DETECTOR_HELP + ".")] = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 10.0,
     max_megapixels: Annotated[float, typer.Option(help="Largest accepted image, decoded.")] = 40.0,
@@ -679,16 +702,18 @@ def serve(
     for o in origins:
         if o == "*" or not re.fullmatch(r"https?://[^/?#\s]+", o):
             _fail(f"--cors-origin must be an origin like https://example.com or http://host:8080, got {o!r}")
+    if runtime in ("torch", "onnx"):  # any other value: from_checkpoint's error, as before
+        _device(device, runtime)
     path = _resolve_checkpoint(checkpoint, runtime)
     det = _detector(detector)
     try:
-        rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime)
+        rec = Recognizer.from_checkpoint(path, detector=det, runtime=runtime, device=device)
     except Exception as e:
         _fail(f"{path}: {e}")
     limits = ServeLimits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1e6), timeout, upload_timeout)
     web = create_app(rec, limits, checkpoint=str(path), runtime=runtime, api_key=api_key, cors_origins=origins)
     err_console.print(
-        f"serving {path}: {rec.origin.description} ({runtime}, {rec.detector.describe()} detector) "
+        f"serving {path}: {rec.origin.description} ({runtime} on {rec.device}, {rec.detector.describe()} detector) "
         f"on http://{host}:{port}/" + (" (API key required)" if api_key else ""),
         soft_wrap=True,
         markup=False,

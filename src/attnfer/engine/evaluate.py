@@ -450,6 +450,10 @@ def evaluate_checkpoints(
         check_batch_invariance: run :func:`batch_invariance` on the first split.
         samples: number of seeded test faces written with their attention (0: none).
         selection: how the checkpoints were selected (shown in the report).
+        device: where the models run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` / None (CUDA when there is a GPU,
+            else the CPU), as :func:`attnfer.inference.device.resolve_device` reads it (CUDA asked for where there
+            is none: a :class:`~attnfer.files.UserError`, before any work). Recorded as ``device`` (``cpu``,
+            ``cuda:0``, ...).
 
     Batch-dependent models (``model.cfg.batch_dependent``) are evaluated in shuffled fixed batches, never in
     class-sorted ones, and carry a warning. With composited training data (``cfg.data.compositing``) the metrics are
@@ -467,12 +471,13 @@ def evaluate_checkpoints(
     for a bad saved directory.
     """
     from ..data import DatasetSplits
+    from ..inference.device import resolve_device
     from ..models import load_model
     from ..models.io import read_config
     from .config import TrainConfig
     from .data import FERDataModule, load_run_data
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(device or "auto"))  # before any work: CUDA asked for where there is none fails now
     out = check_evaluation_dir(out_dir) if out_dir is not None else None  # before any work
     items = _checkpoint_list(checkpoints)
     if not items:

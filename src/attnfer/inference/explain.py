@@ -5,7 +5,9 @@
 * Grad-CAM (Captum's ``LayerGradCam``) of the predicted class on the layer the model's config names
   (``model.cfg.explain_layer``), else on the last 4-D feature map of at least 7x7 found by a probe forward.
 
-``explain_face`` returns the panels as arrays; ``render_panels`` writes one PNG per face with matplotlib.
+``explain_face`` returns the panels as arrays; ``render_panels`` writes one PNG per face with matplotlib. Everything
+runs on the model's device (``attnfer explain --device``: the recognizer's torch runtime puts the model there); the
+face is preprocessed on the CPU and the panels come back to the CPU as numpy arrays.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def gradcam_layer(model: nn.Module, input_size: tuple[int, int, int] | None = No
         for m in model.modules()
         if m is not model and not list(m.children())
     ]
+    device = next(model.parameters()).device
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_size))
+            model(torch.zeros(1, *input_size, device=device))
     finally:
         for h in hooks:
             h.remove()

@@ -8,7 +8,9 @@
 Both runtimes preprocess through :mod:`attnfer.preprocess` (its numpy backend) from the model's
 :class:`~attnfer.preprocess.PreprocessConfig`: the torch runtime reads it from the saved model's config, the ONNX
 runtime (``runtime="onnx"``: an exported ``model.onnx``, or a directory holding one) from the ONNX metadata, so
-that path needs no torch. A detected face is cropped square with the config's ``crop_margin`` around its box; with
+that path needs no torch. ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``: :mod:`.device`) chooses where the model
+runs: the torch module's device, or ONNX Runtime's execution providers; faces are always detected, cropped and
+preprocessed on the CPU. A detected face is cropped square with the config's ``crop_margin`` around its box; with
 ``detector="none"`` the whole image is the face and goes to the preprocessing as it is (stretched to the input
 size, as the data pipeline does).
 
@@ -27,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from ..files import UserError
 from ..images import ImageReadError, read_rgb
 from ..preprocess import PreprocessConfig, as_preprocess, preprocess_batch
 from .checkpoints import ModelOrigin, model_origin, resolve_checkpoint
+from .device import CUDA_PROVIDER, onnx_device_id, onnx_providers, parse_device, resolve_device
 from .faces import Face, FaceDetector, create_detector, crop_face
 from .video import BoxTracker, VideoSource
 
@@ -82,6 +86,7 @@ class Recognizer:
         config: the model's whole config as a dict (``{"preprocess": ...}`` at least).
         pre_cfg: its :class:`~attnfer.preprocess.PreprocessConfig`, the only preprocessing there is.
         batch_dependent: the model's outputs depend on the rest of the batch; it is fed one face at a time.
+        device: where the model runs (``cpu``, ``cuda:0``; a custom runtime's ``device`` attribute, else ``cpu``).
         origin: what the model was trained on or imported from (:class:`~.checkpoints.ModelOrigin`: its
             ``description`` and, for a SynthFER model, a ``warning``), read from the config.
         detector: the face detector; after ``auto`` fell back from BlazeFace, ``detector.fallback_reason`` says why
@@ -138,28 +143,40 @@ class Recognizer:
         path: str | Path,
         detector: str | FaceDetector = "auto",
         runtime: str = "torch",
-        device: str = "cpu",
+        device: str = "auto",
         margin: float | None = None,
     ) -> Recognizer:
         """A recognizer for a saved model directory (``runtime="torch"``) or an exported ONNX file or a directory
         holding ``model.onnx`` (``runtime="onnx"``); ``latest`` is the newest run's best checkpoint
-        (:func:`~.checkpoints.resolve_checkpoint`). ``margin`` overrides the config's ``crop_margin``."""
+        (:func:`~.checkpoints.resolve_checkpoint`). ``margin`` overrides the config's ``crop_margin``.
+
+        ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there is a GPU, else the CPU), as
+        :func:`~.device.resolve_device` (torch) and :func:`~.device.onnx_providers` (ONNX Runtime) read it; asking
+        for CUDA where there is none is a :class:`~attnfer.files.UserError`, checked before the model is loaded."""
         if runtime not in ("torch", "onnx"):
             raise ValueError(f"runtime must be torch or onnx, got {runtime!r}")
+        parse_device(device)  # a bad value fails before any work
         path = resolve_checkpoint(path, runtime)
         rt: _TorchRuntime | _OnnxRuntime
         rt = (
-            _OnnxRuntime(path / "model.onnx" if path.is_dir() else path)
+            _OnnxRuntime(path / "model.onnx" if path.is_dir() else path, device)
             if runtime == "onnx"
             else _TorchRuntime(path, device)
         )
-        det = create_detector(detector) if isinstance(detector, str) else detector  # after the model: no download
+        # after the model: no download. The detectors stay on the CPU whatever ``device`` says: they are small
+        # (BlazeFace's ONNX Runtime session, OpenCV's SSD and Haar) and run on the whole image, which is on the CPU.
+        det = create_detector(detector) if isinstance(detector, str) else detector
         return cls(rt, rt.class_names, rt.config, det, margin, model_name=rt.model_name, checkpoint=path)
 
     @property
     def runtime_name(self) -> str:
         """``torch``, ``onnx``, or the class name of a custom runtime."""
         return getattr(self.runtime, "name", type(self.runtime).__name__)
+
+    @property
+    def device(self) -> str:
+        """Where the model runs: ``cpu``, ``cuda:0``, ... (a custom runtime's ``device`` attribute, else ``cpu``)."""
+        return str(getattr(self.runtime, "device", "cpu"))
 
     # ---- faces and preprocessing -----------------------------------------------------------------
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
@@ -266,46 +283,77 @@ class Recognizer:
 
 
 class _TorchRuntime:
-    """A saved model directory run by PyTorch; its config is the one saved with it (``model.cfg``)."""
+    """A saved model directory run by PyTorch on ``device`` (:func:`~.device.resolve_device`); its config is the
+    one saved with it (``model.cfg``).
+
+    A call takes the preprocessed batch (CPU, float32), sends it to the device as one tensor (from pinned memory,
+    asynchronously, on CUDA) and brings the logits back to the CPU. A batch-dependent model
+    (``cfg.batch_dependent``) gets one face per forward pass whatever batch it is called with, on every device."""
 
     name = "torch"
     thread_safe = True  # eval mode under no_grad: forward passes keep no state that the results depend on
 
-    def __init__(self, path: Path, device: str) -> None:
+    def __init__(self, path: Path, device: str = "auto") -> None:
         import torch
 
         from ..models import load_model
 
-        self.torch, self.device = torch, device
-        self.model = load_model(path).eval().to(device)
+        self.torch, self.device = torch, resolve_device(device)  # before loading: a bad device fails first
+        self.model = load_model(path).eval().to(self.device)
         self.config = self.model.cfg.to_dict()
+        self.batch_dependent = bool(self.model.cfg.batch_dependent)
         self.class_names = self.model.output_names
         self.model_name = self.model.model_name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.no_grad():
-            return self.model(self.torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+        torch = self.torch
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        if self.device.type == "cuda":
+            xt = xt.pin_memory().to(self.device, non_blocking=True)
+        with torch.no_grad():
+            if self.batch_dependent and len(xt) > 1:
+                logits = torch.cat([self.model(xt[i : i + 1]) for i in range(len(xt))])
+            else:
+                logits = self.model(xt)
+            return logits.float().cpu().numpy()
 
 
 class _OnnxRuntime:
-    """An exported ONNX file run by ONNX Runtime (no torch); its config comes from the file's metadata."""
+    """An exported ONNX file run by ONNX Runtime (no torch); its config comes from the file's metadata.
+
+    ``device`` chooses the execution providers (:func:`~.device.onnx_providers`): CUDA first when asked for (or
+    ``auto``) and installed (``onnxruntime-gpu``), else the CPU. ``device`` is then where the session really runs:
+    ``cuda:N`` when ONNX Runtime took the CUDA provider, else ``cpu`` (an explicit ``cuda`` that ONNX Runtime could
+    not start is an error, not a CPU run). A batch-dependent model gets one face per ``run``."""
 
     name = "onnx"
     thread_safe = True  # InferenceSession.run may be called from several threads
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, device: str = "auto") -> None:
         import onnxruntime as ort
 
+        providers = onnx_providers(device)  # before reading the file: a bad device fails first
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: export it with `attnfer export CHECKPOINT`")
         self.path = path
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = [{"device_id": str(onnx_device_id(device))} if p == CUDA_PROVIDER else {} for p in providers]
+        self.session = ort.InferenceSession(str(path), providers=providers, provider_options=options)
+        on_cuda = CUDA_PROVIDER in self.session.get_providers()
+        if parse_device(device)[0] == "cuda" and not on_cuda:
+            raise UserError(
+                f"--device {device}: ONNX Runtime could not start its CUDAExecutionProvider (see its log above: a "
+                "missing CUDA/cuDNN library or no GPU); use --device cpu or --device auto"
+            )
+        self.device = f"cuda:{onnx_device_id(device)}" if on_cuda else "cpu"
         meta = self.session.get_modelmeta().custom_metadata_map
         self.config = onnx_model_config(meta, path)
+        self.batch_dependent = bool(self.config.get("batch_dependent", False))
         self.class_names = json.loads(meta["attnfer.class_names"])
         self.model_name = meta.get("attnfer.model", "")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.batch_dependent and len(x) > 1:
+            return np.concatenate([self.session.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])
         return self.session.run(None, {"input": x})[0]
 
 

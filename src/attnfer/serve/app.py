@@ -101,6 +101,7 @@ class ModelInfo(BaseModel):
     warning: str | None
     checkpoint: str = Field(description="the served checkpoint's path")
     runtime: str
+    device: str = Field(description="where the model runs: cpu, cuda:0, ... (serve --device)")
     class_names: list[str]
     config: dict[str, Any] = Field(
         description="the model's whole config (input contract under 'preprocess'), as saved with the model"
@@ -270,6 +271,7 @@ def create_app(
             "warning": origin.warning,
             "checkpoint": checkpoint,
             "runtime": runtime,
+            "device": rec.device,
             "class_names": rec.class_names,
             "config": rec.config,
         }
