@@ -52,8 +52,12 @@ AUGMENTS = {
 
 @pytest.fixture(scope="module")
 def preprocess():
-    """The real models' input contracts (EMO-Net's crop_pct, PAtt-Lite's OpenCV resize, FERAtt's grey faces)."""
-    return {name: as_preprocess(attnfer.create_model(name, pretrained=False)) for name in MODELS}
+    """The real models' input contracts (FERAtt's grey faces), and the variants other models have: timm's centre
+    crop (crop_pct 0.875) with bicubic resizing, OpenCV's resize without antialiasing (Keras-exact PAtt-Lite)."""
+    cards = {name: as_preprocess(attnfer.create_model(name, pretrained=False)) for name in MODELS}
+    cards["crop_bicubic"] = cards["emonet"].replace(crop_pct=0.875, interpolation="bicubic")
+    cards["opencv"] = cards["patt_lite"].replace(antialias=False)
+    return cards
 
 
 def faces(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -84,7 +88,7 @@ def pixel_diff(cfg, a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs() / units).max().item()
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [*MODELS, "crop_bicubic", "opencv"])
 @pytest.mark.parametrize("aug", sorted(AUGMENTS))
 def test_batched_equals_per_sample_at_the_source_size(preprocess, model, aug):
     """Faces stored at the model's resize size (a store compiled at it, or image files the loader stretched): the
@@ -127,9 +131,9 @@ def test_resized_crop_kernel_is_torchvisions_within_a_level(preprocess, model):
 @pytest.mark.parametrize("size", [112, 256])
 @pytest.mark.parametrize("aug", ["flip", "patt_lite", "emonet"])
 def test_batched_resize_within_two_levels_of_the_cpu_kernels(preprocess, model, size, aug):
-    """A store compiled at another size: the batch resizes with torch, the per-sample path with PIL (antialiased)
-    or OpenCV (PAtt-Lite's Keras-like resize): at most 2/255 apart. (Colour jitter amplifies such a one-level
-    difference: it is compared at the source size above.)"""
+    """BatchAugment's own resize of a batch at another size (torch's bilinear ``interpolate``) against the per-sample
+    path's PIL (antialiased) or OpenCV resize: at most 2/255 apart. (The training loader does not rely on it: it hands
+    the batch path faces at the model's size, above; colour jitter would amplify this one-level difference.)"""
     cfg, augment = preprocess[model], AUGMENTS[aug]
     per, batched = both_paths(cfg, augment, faces(8, size, seed=1))
     assert pixel_diff(cfg, per, batched) <= 2.0 / 255 + 1e-5
@@ -244,7 +248,7 @@ def test_training_loader_gives_the_same_inputs_on_either_path(store):
 
 def test_loader_settings_follow_the_machine():
     gpu = loader_settings(cuda=True, processes=1, cpus=16)
-    assert gpu == {"num_workers": 15, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 4}
+    assert gpu == {"num_workers": 12, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
     assert loader_settings(cuda=True, processes=8, cpus=64)["num_workers"] == 7  # shared between 8 GPU processes
     assert loader_settings(cuda=True, processes=1, cpus=2)["num_workers"] == 1
     small = loader_settings(cuda=False, cpus=2)
@@ -290,3 +294,60 @@ def test_training_with_augmentation_on_the_device_runs_end_to_end(tmp_path, monk
     )
     run = train(cfg)
     assert (run / "best" / "model.safetensors").is_file() and (run / "evaluation.json").is_file()
+
+
+def _dm(store, workers: int, augment: dict, **extra) -> FERDataModule:
+    cfg = TrainConfig.model_validate(
+        {
+            "seed": 7,
+            "model": {"name": "patt_lite"},
+            "data": {
+                "name": "compiled",
+                "root": str(store),
+                "batch_size": 6,
+                "num_workers": workers,
+                "augment_on": "device",
+            },
+            "augment": augment,
+            **extra,
+        }
+    )
+    return FERDataModule(cfg, load_run_data(cfg), attnfer.create_model("patt_lite", pretrained=False).cfg)
+
+
+def _inputs(dm: FERDataModule, n: int) -> list[torch.Tensor]:
+    out = []
+    for k, batch in enumerate(dm.train_dataloader()):
+        if k == n:
+            break
+        out.append(dm.on_after_batch_transfer(batch, 0)[0])
+    return out
+
+
+def test_worker_processes_and_resuming_mid_epoch_give_the_same_device_batches(store):
+    """Parameters travel through loader worker processes (HostParams) unchanged, and a loader resumed at batch 2 of
+    its epoch (a checkpoint taken within an epoch) continues with the same augmented batches."""
+    augment = {"hflip": 0.5, "rotation": 10, "random_erasing": 0.5}
+    in_process = _inputs(_dm(store, 0, augment), 4)
+    with_workers = _inputs(_dm(store, 2, augment), 4)
+    for a, b in zip(in_process, with_workers, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    dm = _dm(store, 0, augment)
+    dm.load_state_dict({"train_position": {"epoch": 0, "batches": 2, "epoch_batches": 6, "batch_size": 6}})
+    resumed = _inputs(dm, 2)
+    for a, b in zip(in_process[2:], resumed, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_a_phase_augmentation_reaches_the_device_path(store):
+    """``set_augment`` (a phase's own augmentation, e.g. SA-FER's second phase) is what the batch path applies."""
+    from attnfer.engine.config import AugmentConfig
+    from attnfer.engine.data import to_augment
+
+    dm = _dm(store, 0, {"hflip": 0.0})
+    plain = _inputs(dm, 1)[0]
+    phase = AugmentConfig(hflip=0.5, rotation=10, color_jitter=[0.2, 0.2, 0.2, 0.1])
+    dm.set_augment(phase)
+    jittered = _inputs(dm, 1)[0]
+    assert dm.batch_augment is not None and dm.batch_augment.augment == to_augment(phase)
+    assert (plain - jittered).abs().max() > 0.1

@@ -165,9 +165,10 @@ def loader_settings(cuda: bool, processes: int = 1, cpus: int | None = None) -> 
     """DataLoader settings for this machine: ``num_workers``, ``pin_memory``, ``persistent_workers``,
     ``prefetch_factor`` (for one of ``processes`` training processes on this node, sharing ``cpus`` CPUs).
 
-    * CUDA: the CPUs left after one per process, shared between the processes, at most 16 workers each (decoding
-      and copying feed the GPU), pinned memory (asynchronous copies), persistent workers and 4 batches in flight
-      per worker.
+    * CUDA: the CPUs left after one per process, shared between the processes, at most 12 workers each (decoding
+      and copying feed the GPU), pinned memory (asynchronous copies), persistent workers and 2 batches in flight per
+      worker (at batch 256 and 224 px a float batch is 154 MB of shared memory: 12 x 2 of them per process is the
+      most a node should hold; uint8 batches for augmentation on the device are a quarter of that).
     * CPU only: the model's threads are the bottleneck and workers take cores from them; with 2 CPUs or fewer the
       loading runs in the training process (measured: 2 workers cost a 2-core machine more than they bring), else
       a quarter of the CPUs, at most 4.
@@ -175,12 +176,12 @@ def loader_settings(cuda: bool, processes: int = 1, cpus: int | None = None) -> 
     cpus = cpus or usable_cpus()
     processes = max(1, processes)
     if cuda:
-        workers = max(1, min(16, (cpus - processes) // processes))
+        workers = max(1, min(12, (cpus - processes) // processes))
     else:
         workers = 0 if cpus <= 2 else max(1, min(4, cpus // (4 * processes)))
     settings: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda, "persistent_workers": workers > 0}
     if workers:
-        settings["prefetch_factor"] = 4 if cuda else 2
+        settings["prefetch_factor"] = 2
     return settings
 
 

@@ -8,13 +8,14 @@ Lightning's checkpoint (:class:`ResumableLoader`), so a run resumed from a check
 with the next batch of that epoch.
 
 Where training augmentation runs (``data.augment_on``): on the CPU, per sample in the loader (the default off CUDA),
-or on the training device (the default on CUDA): the loader then only reads the uint8 face at its stored size
-(a compiled store's faces as they are, image files stretched to the model's resize size) and draws the sample's
-augmentation parameters (same seeds, same draws as the CPU path); the uint8 batch travels to the device (a quarter
-of the bytes of a float batch) and :class:`~attnfer.preprocess.augment.BatchAugment` resizes, augments and normalises
-it there, in :meth:`FERDataModule.on_after_batch_transfer`. Loader settings (workers, pinned memory, persistent
-workers, prefetch) come from the machine (:func:`attnfer.hardware.loader_settings`) unless the recipe sets
-``data.num_workers``.
+or on the training device (the default on CUDA): the loader then only reads the uint8 face at its source size
+(:meth:`FERDataModule.source_size`: for a random resized crop the compiled store's faces as they are, else the
+model's resize size, which a store compiled at the model's size already has; anything else is stretched with the
+preprocessing's own resize) and draws the sample's augmentation parameters from the per-sample seed; the uint8 batch
+travels to the device (a quarter of the bytes of a float batch) and :class:`~attnfer.preprocess.augment.BatchAugment`
+crops, augments and normalises it there, in :meth:`FERDataModule.on_after_batch_transfer`. Loader settings
+(workers, pinned memory, persistent workers, prefetch) come from the machine (:func:`attnfer.hardware.loader_settings`)
+unless the recipe sets ``data.num_workers``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..data import DatasetSplits, load_dataset
 from ..files import cache_dir
-from ..hardware import loader_settings
+from ..hardware import loader_settings, use_channels_last
 from ..preprocess import PreprocessConfig, as_preprocess, resize_face
 from ..preprocess.augment import Augment, BatchAugment, draw_params
 from ..preprocess.torch_ops import build_transform
@@ -277,9 +278,14 @@ class FERDataModule(L.LightningDataModule):
         return where == "device"
 
     def source_size(self) -> tuple[int, int]:
-        """The size of the uint8 faces the device augmentation starts from: the compiled store's, else the
-        model's resize size (the loader stretches image files to it)."""
-        return tuple(self.data.stored_size or self.preprocess.resize_size)  # type: ignore[return-value]
+        """The size of the uint8 faces the device augmentation starts from. With a random resized crop: the
+        compiled store's (the crop is cut from the stored face, as on the CPU path), else the model's resize size.
+        Otherwise the model's resize size: the loader stretches a face of another size with the preprocessing's own
+        resize (PIL / OpenCV, as the CPU path, evaluation and inference do) and the device only centre-crops, so both
+        paths see the same pixels; a store compiled at the model's size leaves the loader nothing but a copy."""
+        if self.augment.resized_crop_scale and self.data.stored_size:
+            return tuple(self.data.stored_size)  # type: ignore[return-value]
+        return self.preprocess.resize_size
 
     def dataset(self, split: str, train: bool, on_device: bool = False):
         """Split ``split`` with the model's preprocessing (and the augmentation when ``train``); ``on_device``:
@@ -312,7 +318,10 @@ class FERDataModule(L.LightningDataModule):
         return settings
 
     def _loader(self, ds, batch_size: int, sampler=None, cls: type[DataLoader] = DataLoader, **kw) -> DataLoader:
-        return cls(ds, batch_size=batch_size, sampler=sampler, drop_last=False, **self.loader_settings(), **kw)
+        settings = {**self.loader_settings(), **kw}
+        if not settings["num_workers"]:
+            settings["persistent_workers"] = False
+        return cls(ds, batch_size=batch_size, sampler=sampler, drop_last=False, **settings)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches made for augmentation on the device (:func:`collate_sources`): the uint8 faces, now on
@@ -321,7 +330,10 @@ class FERDataModule(L.LightningDataModule):
             if self.batch_augment is None:
                 raise RuntimeError("a batch for augmentation on the device, but no BatchAugment was made")
             x, y, host = batch
-            return [self.batch_augment(x, host.params), y]
+            x = self.batch_augment(x, host.params)
+            if self.trainer is not None:  # what Lightning did to the uint8 batch before the hook (e.g. bf16-true)
+                x = self.trainer.precision_plugin.convert_input(x)
+            return [x, y]
         return batch
 
     def train_dataloader(self) -> DataLoader:
@@ -345,7 +357,10 @@ class FERDataModule(L.LightningDataModule):
         self._train_sampler = sampler
         kw: dict[str, Any] = {}
         if on_device:
-            self.batch_augment = BatchAugment(self.preprocess, self.augment)
+            t = self.cfg.trainer
+            last = use_channels_last(t.channels_last, t.accelerator)
+            layout = torch.channels_last if last else torch.contiguous_format
+            self.batch_augment = BatchAugment(self.preprocess, self.augment, memory_format=layout)
             kw["collate_fn"] = collate_sources
         loader = self._loader(
             SeededAugmentation(ds, self.cfg.seed), self.cfg.data.batch_size, sampler, ResumableLoader, **kw
@@ -386,4 +401,5 @@ class FERDataModule(L.LightningDataModule):
         if shuffle_seed is not None:
             g = torch.Generator().manual_seed(shuffle_seed)
             sampler = torch.randperm(len(ds), generator=g).tolist()
-        return self._loader(ds, batch_size or self.cfg.data.eval_batch_size, sampler)
+        # a one-shot loader: no workers kept alive after it
+        return self._loader(ds, batch_size or self.cfg.data.eval_batch_size, sampler, persistent_workers=False)

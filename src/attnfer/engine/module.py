@@ -115,10 +115,13 @@ class FERModule(L.LightningModule):
             mode = None if t.compile is True else str(t.compile)
             self._forward_train = torch.compile(self.model.forward_train, mode=mode)
 
-    def _forward(self, x: torch.Tensor) -> dict:
+    def _forward(self, x: torch.Tensor, compiled: bool = True) -> dict:
+        """The model's training forward (compiled for training steps when ``trainer.compile``; validation runs the
+        plain one: other batch sizes and eval mode would recompile it)."""
         if getattr(self, "channels_last", False):
-            x = x.contiguous(memory_format=torch.channels_last)
-        return getattr(self, "_forward_train", self.model.forward_train)(x)
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op for BatchAugment's channels-last output
+        forward = getattr(self, "_forward_train", None) if compiled else None
+        return (forward or self.model.forward_train)(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, extras = split_batch(batch)
@@ -195,7 +198,7 @@ class FERModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, extras = split_batch(batch)
-        out = self._forward(x)
+        out = self._forward(x, compiled=False)
         loss, _ = self._loss(out, y, extras)
         logits = out["logits"]
         self.val_acc(logits, y)

@@ -18,11 +18,13 @@ the same arithmetic, and identical where the kernels are (rotation's grid is bui
 resize may differ by a uint8 level where the CPU path resizes with PIL or OpenCV and the batch with torch.
 
 The random resized crop has one kernel for both paths (:func:`resized_crop`: a bilinear ``grid_sample`` clamped to
-each box where the box is upscaled, torchvision's antialiased resize per sample where it is downscaled), within a
-uint8 level of torchvision's uint8 ``resized_crop``. Deviations of the batch path, stated: faces read
-from image files are stretched to the model's resize size in the loader before the batch path crops them (the
-compiled store holds them at its own size), so a random resized crop cuts from that size, not from the original
-file; grey models are greyed after that stretch (luma is linear: at most a uint8 level apart).
+each box where the box is upscaled, ``interpolate`` per sample where it is downscaled or the kernel is not bilinear),
+within a uint8 level of torchvision's uint8 ``resized_crop`` for bilinear models. How the training loader feeds the
+batch path (``engine.data.FERDataModule.source_size``): with a random resized crop, the compiled store's faces as they
+are (image files stretched to the model's resize size first, so their crop box is drawn on that size, not on the
+file's); otherwise faces at the model's resize size, resized in the loader with the preprocessing's own kernel where
+they are not, so the batch path only centre-crops. :class:`BatchAugment`'s own resize (a batch at another size, when
+used outside the loader) is torch's ``interpolate``: within a uint8 level of PIL's bilinear, further for bicubic.
 """
 
 from __future__ import annotations
@@ -245,7 +247,12 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((h, s, maxc), 1)
 
 
-def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+#: per hue sector, where (r, g, b) come from in (v, p, q, t) = 0, 1, 2, 3
+HUE_TABLE = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))
+
+
+def _hsv_to_rgb(hsv: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """HSV (B, 3, H, W) -> RGB; ``table``: :data:`HUE_TABLE` as a long tensor on the batch's device."""
     h, s, v = hsv.unbind(1)  # (B, H, W) each
     h6 = h * 6.0
     sector = torch.floor(h6)
@@ -254,14 +261,12 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     p = (v * (1.0 - s)).clamp(0, 1)
     q = (v * (1.0 - s * f)).clamp(0, 1)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
-    # per sector: (r, g, b) taken from (v, p, q, t) = 0, 1, 2, 3
-    table = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=hsv.device)
     choice = table[:, sector].movedim(0, 1)  # (B, 3, H, W)
     return torch.stack((v, p, q, t), 1).gather(1, choice)
 
 
-def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
-    """One jitter operation on a sub-batch (B', 3, H, W) with its factors (B',)."""
+def _adjust(x: torch.Tensor, op: int, f: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """One jitter operation on a sub-batch (B', 3, H, W) with its factors (B',); ``table``: the hue table."""
     if op == 0:  # brightness
         return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
     if op == 1:  # contrast: blend with the mean luma of the image
@@ -270,7 +275,7 @@ def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
         return _blend(x, _gray(x), f)
     hsv = _rgb_to_hsv(x)  # hue: rotate the hue circle
     hue = (hsv[:, 0] + f.view(-1, 1, 1)).remainder(1.0)
-    return _hsv_to_rgb(torch.stack((hue, hsv[:, 1], hsv[:, 2]), 1))
+    return _hsv_to_rgb(torch.stack((hue, hsv[:, 1], hsv[:, 2]), 1), table)
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -302,10 +307,11 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, cfg: PreprocessConfig) ->
         xs = torch.arange(w, dtype=torch.float64).view(1, -1)
         sy = torch.minimum(((ys + 0.5) * bh / h - 0.5).clamp(min=0), bh - 1) + top  # (n, h) source rows
         sx = torch.minimum(((xs + 0.5) * bw / w - 0.5).clamp(min=0), bw - 1) + left  # (n, w) source columns
-        gy, gx = ((2 * sy + 1) / H - 1).float(), ((2 * sx + 1) / W - 1).float()  # normalised, align_corners=False
-        grid = torch.stack(torch.broadcast_tensors(gx.unsqueeze(1), gy.unsqueeze(2)), -1)  # (n, h, w, 2)
+        gy = _to(((2 * sy + 1) / H - 1).float(), dev)  # (n, h) normalised, align_corners=False
+        gx = _to(((2 * sx + 1) / W - 1).float(), dev)  # (n, w)
+        grid = torch.stack(torch.broadcast_tensors(gx.unsqueeze(1), gy.unsqueeze(2)), -1)  # (n, h, w, 2), on device
         idx = _to(up, dev)
-        sampled = F.grid_sample(xf[idx], _to(grid, dev), mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = F.grid_sample(xf[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
         out[idx] = sampled.round_().clamp_(0, 255)
     mode = cfg.interpolation
     kw = {} if mode == "nearest" else {"align_corners": False, "antialias": cfg.antialias}
@@ -314,6 +320,15 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, cfg: PreprocessConfig) ->
         crop = xf[k : k + 1, :, top : top + bh, left : left + bw]
         out[k] = F.interpolate(crop, size=(h, w), mode=mode, **kw).round_().clamp_(0, 255)[0]
     return out
+
+
+def _base_grid(h: int, w: int) -> torch.Tensor:
+    """torchvision's affine base grid: pixel centres relative to the image centre, homogeneous, (1, h*w, 3)."""
+    base = torch.empty(1, h, w, 3)
+    base[..., 0] = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w)
+    base[..., 1] = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h).view(-1, 1)
+    base[..., 2] = 1.0
+    return base.view(1, h * w, 3)
 
 
 class BatchAugment:
@@ -328,12 +343,31 @@ class BatchAugment:
     order are :func:`apply_sample`'s (module docstring).
     """
 
-    def __init__(self, cfg: Any, augment: Augment | None = None) -> None:
+    def __init__(
+        self, cfg: Any, augment: Augment | None = None, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> None:
         self.cfg = as_preprocess(cfg)
         self.augment = augment or Augment(hflip=0.0)
+        self.memory_format = memory_format
+        self._consts: dict[tuple, torch.Tensor] = {}  # per device: made once (a tensor from a list syncs on CUDA)
 
     def __repr__(self) -> str:
         return f"BatchAugment({self.cfg}, {self.augment})"
+
+    def _const(self, name: str, device: torch.device, make) -> torch.Tensor:
+        key = (name, str(device))
+        if key not in self._consts:
+            self._consts[key] = make().to(device)
+        return self._consts[key]
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """:func:`normalize_tensor` with the mean and std kept on the device."""
+        cfg = self.cfg
+        if cfg.mean is None:
+            return x * 255.0
+        mean = self._const("mean", x.device, lambda: torch.tensor(cfg.mean).view(1, 3, 1, 1))
+        std = self._const("std", x.device, lambda: torch.tensor(cfg.std).view(1, 3, 1, 1))
+        return (x - mean) / std
 
     def __call__(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
@@ -343,7 +377,10 @@ class BatchAugment:
         if params is None:
             params = draw_params(a, tuple(x.shape[-2:]), cfg.size).expand(B, -1)
         p = params.detach().to("cpu", torch.float32)  # decisions on the host (no-op for the loader's CPU tensor)
-        assert p.shape == (B, NUM_PARAMS), f"params {tuple(p.shape)} for a batch of {B}"
+        if p.shape != (B, NUM_PARAMS):
+            raise ValueError(
+                f"expected parameters of shape ({B}, {NUM_PARAMS}) for a batch of {B}, got {tuple(p.shape)}"
+            )
         pd = _to(p.contiguous(), dev)  # (B, NUM_PARAMS) on the device, for elementwise factors
         h, w = cfg.size
         if cfg.grayscale:
@@ -354,16 +391,17 @@ class BatchAugment:
         if a.hflip:
             x = torch.where(pd[:, FLIP].view(-1, 1, 1, 1) > 0, x.flip(-1), x)
         if a.rotation:
-            x = self._rotate(x, p[:, ANGLE])
+            x = self._rotate(x, p[:, ANGLE], self._const(f"grid{tuple(x.shape[-2:])}", dev, lambda: _base_grid(h, w)))
         if a.color_jitter:
-            x = self._jitter(x, p, pd)
+            table = self._const("hue", dev, lambda: torch.tensor(HUE_TABLE, dtype=torch.long))
+            x = self._jitter(x, p, pd, table)
         if a.random_contrast:
             mean = x.mean(dim=(-2, -1), keepdim=True)  # (B, 3, 1, 1)
             x = ((x - mean) * pd[:, KCONTRAST].view(-1, 1, 1, 1) + mean).clamp(0, 1)
-        x = normalize_tensor(x, cfg)
+        x = self._normalize(x)
         if a.random_erasing:
             x = self._erase(x, pd)
-        return x.contiguous()
+        return x.contiguous(memory_format=self.memory_format)
 
     # ---- geometry -------------------------------------------------------------------------------------------
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -381,33 +419,26 @@ class BatchAugment:
         return xf
 
     @staticmethod
-    def _rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    def _rotate(x: torch.Tensor, angles: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """Rotate each image by its angle (degrees, counter-clockwise, on the CPU) about its centre, nearest
-        neighbour, zeros outside: torchvision's ``rotate`` grid (the inverse matrix in double precision, the
-        pixel-centre base grid), one ``grid_sample`` for the batch."""
+        neighbour, zeros outside: torchvision's ``rotate`` grid (the inverse matrix in double precision, scaled to
+        normalised coordinates, over the pixel-centre base grid ``base`` (1, H*W, 3)), one ``grid_sample``."""
         B, _, H, W = x.shape
-        dev = x.device
         thetas, keep = [], []
         for angle in angles.tolist():
             rot = math.radians(-(angle % 360))
             cos, sin = math.cos(rot), math.sin(rot)
             thetas.append([cos, sin, 0.0, -sin, cos, 0.0])  # the inverse rotation about the centre
             keep.append(angle % 360 == 0)  # torchvision returns these unchanged
-        theta = _to(torch.tensor(thetas, dtype=torch.float32).view(B, 2, 3), dev)
-        xs = torch.linspace((1.0 - W) * 0.5, (W - 1.0) * 0.5, steps=W, device=dev)
-        ys = torch.linspace((1.0 - H) * 0.5, (H - 1.0) * 0.5, steps=H, device=dev)
-        base = torch.empty(1, H, W, 3, device=dev)
-        base[..., 0] = xs
-        base[..., 1] = ys.view(-1, 1)
-        base[..., 2] = 1.0
-        scale = torch.tensor([0.5 * W, 0.5 * H], device=dev)
-        grid = base.view(1, H * W, 3).expand(B, -1, -1).bmm(theta.transpose(1, 2) / scale)  # (B, H*W, 2)
+        theta = torch.tensor(thetas, dtype=torch.float32).view(B, 2, 3)
+        scaled = theta.transpose(1, 2) / torch.tensor([0.5 * W, 0.5 * H])  # (B, 3, 2), as torchvision scales it
+        grid = base.expand(B, -1, -1).bmm(_to(scaled, x.device))  # (B, H*W, 2)
         rotated = F.grid_sample(x, grid.view(B, H, W, 2), mode="nearest", padding_mode="zeros", align_corners=False)
-        return torch.where(_to(torch.tensor(keep).view(-1, 1, 1, 1), dev), x, rotated)
+        return torch.where(_to(torch.tensor(keep).view(-1, 1, 1, 1), x.device), x, rotated)
 
     # ---- colour -------------------------------------------------------------------------------------------------
     @staticmethod
-    def _jitter(x: torch.Tensor, p: torch.Tensor, pd: torch.Tensor) -> torch.Tensor:
+    def _jitter(x: torch.Tensor, p: torch.Tensor, pd: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """ColorJitter with each sample's factors and order: four rounds; in round r each sample runs its r-th
         operation (grouped by operation on the host, skipped where its factor is the identity)."""
         order, factors = p[:, ORDER].long(), p[:, JITTER]  # (B, 4) each, on the CPU
@@ -418,7 +449,7 @@ class BatchAugment:
                 sel = ((order[:, r] == op) & (factors[:, op] != identity[op])).nonzero().flatten()
                 if len(sel):
                     idx = _to(sel, x.device)
-                    x[idx] = _adjust(x[idx], op, pd[idx, JITTER.start + op])
+                    x[idx] = _adjust(x[idx], op, pd[idx, JITTER.start + op], table)
         return x
 
     @staticmethod
