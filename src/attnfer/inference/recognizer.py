@@ -337,7 +337,11 @@ class _OnnxRuntime:
             raise FileNotFoundError(f"{path} not found: export it with `attnfer export CHECKPOINT`")
         self.path = path
         options = [{"device_id": str(onnx_device_id(device))} if p == CUDA_PROVIDER else {} for p in providers]
-        self.session = ort.InferenceSession(str(path), providers=providers, provider_options=options)
+        opts = ort.SessionOptions()
+        # classifying alternates with decoding, detection and tracking: idle threads sleep instead of spinning on
+        # the cores the rest of the pipeline needs (benchmarks/video.py)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), opts, providers=providers, provider_options=options)
         on_cuda = CUDA_PROVIDER in self.session.get_providers()
         if parse_device(device)[0] == "cuda" and not on_cuda:
             raise UserError(

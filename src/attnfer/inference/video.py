@@ -240,9 +240,16 @@ class BoxTracker:
         moved = []
         for f in faces:
             x, y, w, h = (v * s for v in f.box)
-            mask = np.zeros_like(prev)
-            mask[int(y) : int(y + h), int(x) : int(x + w)] = 255
-            p0 = cv2.goodFeaturesToTrack(prev, self.points, 0.01, max(3.0, min(w, h) / 10), mask=mask)
+            # corners inside the box, searched in the box and a margin around it (the corner measure's window)
+            # rather than in the whole frame under a mask: the same corners, a fraction of the work
+            m = 8
+            x0, y0 = max(0, int(x) - m), max(0, int(y) - m)
+            roi = prev[y0 : int(y + h) + m, x0 : int(x + w) + m]
+            mask = np.zeros_like(roi)
+            mask[int(y) - y0 : int(y + h) - y0, int(x) - x0 : int(x + w) - x0] = 255
+            p0 = cv2.goodFeaturesToTrack(roi, self.points, 0.01, max(3.0, min(w, h) / 10), mask=mask)
+            if p0 is not None:
+                p0 = p0 + np.array([x0, y0], np.float32)  # frame coordinates
             if p0 is None or len(p0) < 4:
                 moved.append(f)
                 continue
