@@ -267,8 +267,8 @@ class FERDataModule(L.LightningDataModule):
         self.augment = to_augment(augment or self.cfg.augment)
 
     def _device(self) -> torch.device:
-        trainer = self.trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)  # None before a Trainer
+        return device if isinstance(device, torch.device) else torch.device("cpu")
 
     def augment_on_device(self) -> bool:
         """Whether training augmentation runs on the training device (``data.augment_on``; ``auto``: on CUDA)."""

@@ -132,7 +132,7 @@ def _unshare_initializers(path: Path) -> int:
     BN-folded model, a ones vector). The quantiser then quantises the shared tensor for its first consumer (e.g. as
     an int8 weight of a Gemm) and a convolution that shares it as its bias loses its int32 bias, so ONNX Runtime
     cannot fuse it into a QLinearConv and runs it in float between a DequantizeLinear and a QuantizeLinear (measured:
-    PAtt-Lite's stem convolution, 17% of the INT8 model's time at batch 32)."""
+    a MobileNetV1 trunk's stem convolution, 17% of the INT8 model's time at batch 32)."""
     import onnx
 
     model = onnx.load(str(path))
