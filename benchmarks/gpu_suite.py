@@ -33,6 +33,9 @@ is skipped when less than its minimum is left), its output appended to ``$OUT/gp
    refuses installs);
 1. ``prepare``: SynthFER of RAF-DB's size (15,339 images at 112 px, all CPUs) and its 224 store, in ``--data-dir``
    (default a folder in the temp dir; not under $OUT, whose files come back);
+1b. ``augment_batch.py``: the batched augmentation alone at batch 256, images/s per recipe augmentation, every call
+   under ``torch.cuda.set_sync_debug_mode("error")`` (a host-device synchronisation fails its row;
+   ``augment_batch_cuda.json``);
 2-4. ``train_throughput.py`` at batch 256: PAtt-Lite trunk trainable, then EMO-Net, then SA-FER (compute-only, the
    compiled store with the recipe's augmentation on the device, then the JPEG path);
 5. the same three at batch 64;
@@ -43,8 +46,8 @@ is skipped when less than its minimum is left), its output appended to ``$OUT/gp
    (compile seconds, steady images/s, speedup over eager).
 
 Files under $OUT (at most 8 come back from the device): ``gpu_suite.log``, ``gpu_suite.json``,
-``train_throughput_cuda.json`` (every throughput row, merged), ``inference_gpu.json``, ``epoch_time_cuda.json``
-(``--smoke``: the ``_cpu`` names and ``inference.json``).
+``train_throughput_cuda.json`` (every throughput row, merged), ``augment_batch_cuda.json``, ``inference_gpu.json``,
+``epoch_time_cuda.json`` (``--smoke``: the ``_cpu`` names and ``inference.json``).
 """
 
 from __future__ import annotations
@@ -318,6 +321,8 @@ def plan(args: argparse.Namespace, out: Path, data_dir: Path) -> list[tuple[str,
             40,
         ),
     ]
+    augment = ["benchmarks/augment_batch.py", "--device", dev, "--out", str(out)]
+    steps.insert(1, ("augment_batch", [*augment, "--batch", "8" if smoke else "256"], 60, 15))
     inference = ["benchmarks/inference.py", "--device", dev, "--out", str(out)]
     if smoke:
         inference += ["--models", "patt_lite"]
