@@ -161,9 +161,12 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def loader_settings(cuda: bool, processes: int = 1, cpus: int | None = None) -> dict[str, Any]:
+def loader_settings(
+    cuda: bool, processes: int = 1, cpus: int | None = None, workers: int | None = None
+) -> dict[str, Any]:
     """DataLoader settings for this machine: ``num_workers``, ``pin_memory``, ``persistent_workers``,
-    ``prefetch_factor`` (for one of ``processes`` training processes on this node, sharing ``cpus`` CPUs).
+    ``prefetch_factor`` (for one of ``processes`` training processes on this node, sharing ``cpus`` CPUs);
+    ``workers`` (a recipe's ``data.num_workers``) fixes the number of workers, the rest follows from it.
 
     * CUDA: the CPUs left after one per process, shared between the processes, at most 12 workers each (decoding
       and copying feed the GPU), pinned memory (asynchronous copies), persistent workers and 2 batches in flight per
@@ -175,9 +178,9 @@ def loader_settings(cuda: bool, processes: int = 1, cpus: int | None = None) -> 
     """
     cpus = cpus or usable_cpus()
     processes = max(1, processes)
-    if cuda:
+    if workers is None and cuda:
         workers = max(1, min(12, (cpus - processes) // processes))
-    else:
+    elif workers is None:
         workers = 0 if cpus <= 2 else max(1, min(4, cpus // (4 * processes)))
     settings: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda, "persistent_workers": workers > 0}
     if workers:

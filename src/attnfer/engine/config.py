@@ -151,7 +151,7 @@ class DataConfig(_Section):
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 64
     #: loader workers; ``auto``: chosen by the machine (attnfer.hardware.loader_settings, with pinned memory,
-    #: persistent workers and prefetch): 0 on a CPU with <= 2 cores, the free CPUs (<= 16) per GPU process
+    #: persistent workers and prefetch): 0 on a CPU with <= 2 cores, the free CPUs (<= 12) per GPU process
     num_workers: Annotated[int | str, BeforeValidator(_auto_or("count"))] = "auto"
     #: where training augmentation runs: ``cpu`` (per sample, in the loader), ``device`` (per-sample parameters
     #: drawn in the loader, applied to the uint8 batch on the training device: attnfer.preprocess.augment),

@@ -296,8 +296,8 @@ class FERDataModule(L.LightningDataModule):
 
             return CompositingDataset(ds, self.preprocess, self.cfg.data.backgrounds, train=train, seed=self.cfg.seed)
         ds = ds.subset(np.arange(len(ds)))  # own copy: transforms differ between loaders
-        if on_device:
-            ds.transform = SourceTransform(self.preprocess, self.augment if train else Augment(0.0), self.source_size())
+        if on_device:  # training only: evaluation is preprocessed in the loader
+            ds.transform = SourceTransform(self.preprocess, self.augment, self.source_size())
         else:
             ds.transform = build_transform(self.preprocess, train=train, augment=self.augment)
         return ds
@@ -307,20 +307,11 @@ class FERDataModule(L.LightningDataModule):
         the recipe sets it."""
         trainer = self.trainer
         processes = int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
-        settings = loader_settings(self._device().type == "cuda", processes)
         workers = self.cfg.data.num_workers
-        if workers != "auto":
-            settings.update(num_workers=int(workers), persistent_workers=int(workers) > 0)
-            if not workers:
-                settings.pop("prefetch_factor", None)
-            else:
-                settings.setdefault("prefetch_factor", 2)
-        return settings
+        return loader_settings(self._device().type == "cuda", processes, workers=None if workers == "auto" else workers)
 
     def _loader(self, ds, batch_size: int, sampler=None, cls: type[DataLoader] = DataLoader, **kw) -> DataLoader:
         settings = {**self.loader_settings(), **kw}
-        if not settings["num_workers"]:
-            settings["persistent_workers"] = False
         return cls(ds, batch_size=batch_size, sampler=sampler, drop_last=False, **settings)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

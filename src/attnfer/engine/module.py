@@ -94,6 +94,8 @@ class FERModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_bacc = MulticlassAccuracy(self.num_classes, average="macro")
         model.configure_loss(**cfg.loss)  # the recipe's loss options; unknown ones fail here, before training
+        self.channels_last = use_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator)
+        self._compiled = None  # the compiled training forward (trainer.compile), made in setup
 
     def set_phase(self, phase: PhaseConfig, plan: SchedulePlan | None = None) -> None:
         """The phase to train next and its schedule plan (default: the recipe's epochs, no budget)."""
@@ -109,19 +111,17 @@ class FERModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         t = self.cfg.trainer
-        self.channels_last = use_channels_last(t.channels_last, t.accelerator)
-        self._forward_train = self.model.forward_train
         if t.compile:  # the training forward only: checkpoints keep the plain module's keys
             mode = None if t.compile is True else str(t.compile)
-            self._forward_train = torch.compile(self.model.forward_train, mode=mode)
+            self._compiled = torch.compile(self.model.forward_train, mode=mode)
 
     def _forward(self, x: torch.Tensor, compiled: bool = True) -> dict:
         """The model's training forward (compiled for training steps when ``trainer.compile``; validation runs the
         plain one: other batch sizes and eval mode would recompile it)."""
-        if getattr(self, "channels_last", False):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op for BatchAugment's channels-last output
-        forward = getattr(self, "_forward_train", None) if compiled else None
-        return (forward or self.model.forward_train)(x)
+        forward = self._compiled if compiled and self._compiled is not None else self.model.forward_train
+        return forward(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, extras = split_batch(batch)

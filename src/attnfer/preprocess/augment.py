@@ -198,11 +198,11 @@ def apply_sample(source: torch.Tensor, p: torch.Tensor, cfg: Any, augment: Augme
     cfg = as_preprocess(cfg)
     if augment.resized_crop_scale:  # the batch path's kernel (torchvision's within a uint8 level)
         src = luma_uint8(source) if cfg.grayscale else source
-        x = resized_crop(src[None], p[None, CROP_BOX], cfg)[0].round().to(torch.uint8)
+        x = resized_crop(src[None], p[None, CROP_BOX], cfg)[0]  # (3, h, w) float at uint8 levels
     else:
         face = resize(source.permute(1, 2, 0).numpy())  # (h, w, 3) uint8
-        x = torch.from_numpy(face if face.flags.writeable else face.copy()).permute(2, 0, 1)
-    x = x.float() / 255.0  # (3, h, w) in [0, 1]
+        x = torch.from_numpy(face if face.flags.writeable else face.copy()).permute(2, 0, 1).float()
+    x = x / 255.0  # (3, h, w) in [0, 1]
     if p[FLIP] > 0:
         x = TF.horizontal_flip(x)
     if p[ANGLE] != 0:
@@ -285,6 +285,13 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
+def _interpolate(x: torch.Tensor, size: tuple[int, int], cfg: PreprocessConfig) -> torch.Tensor:
+    """Float (B, 3, H, W) at uint8 levels resized to ``size`` with the config's kernel and antialiasing, rounded to
+    uint8 levels again."""
+    kw = {} if cfg.interpolation == "nearest" else {"align_corners": False, "antialias": cfg.antialias}
+    return F.interpolate(x, size=size, mode=cfg.interpolation, **kw).round_().clamp_(0, 255)
+
+
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """uint8 (B, 3, H, W) and per-sample crop boxes (B, 4: top, left, height, width; on the CPU) -> float
     (B, 3, h, w) at uint8 levels: each box resized to the input size (RandomResizedCrop's resize), one kernel for
@@ -313,12 +320,9 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, cfg: PreprocessConfig) ->
         idx = _to(up, dev)
         sampled = F.grid_sample(xf[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
         out[idx] = sampled.round_().clamp_(0, 255)
-    mode = cfg.interpolation
-    kw = {} if mode == "nearest" else {"align_corners": False, "antialias": cfg.antialias}
     for k in down.nonzero().flatten().tolist():
         top, left, bh, bw = (int(v) for v in boxes[k])
-        crop = xf[k : k + 1, :, top : top + bh, left : left + bw]
-        out[k] = F.interpolate(crop, size=(h, w), mode=mode, **kw).round_().clamp_(0, 255)[0]
+        out[k] = _interpolate(xf[k : k + 1, :, top : top + bh, left : left + bw], (h, w), cfg)[0]
     return out
 
 
@@ -410,9 +414,7 @@ class BatchAugment:
         (rh, rw), (h, w) = cfg.resize_size, cfg.size
         xf = x.float()
         if tuple(x.shape[-2:]) != (rh, rw):
-            mode = cfg.interpolation
-            kw = {} if mode == "nearest" else {"align_corners": False, "antialias": cfg.antialias}
-            xf = F.interpolate(xf, size=(rh, rw), mode=mode, **kw).round_().clamp_(0, 255)
+            xf = _interpolate(xf, (rh, rw), cfg)
         if (rh, rw) != (h, w):
             y0, x0 = (rh - h) // 2, (rw - w) // 2
             xf = xf[..., y0 : y0 + h, x0 : x0 + w]
